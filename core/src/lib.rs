@@ -1,0 +1,30 @@
+//! lumen-core: the traits, explainable layers, rules, registry and rendering that
+//! lumen's method packs build on. Core knows no attribution method: every method
+//! lives in a pack and reaches the host through the [`registry`].
+
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod explanation;
+pub mod generator;
+pub mod io;
+pub mod method;
+pub mod model;
+pub mod params;
+pub mod registry;
+pub mod rules;
+pub mod sampler;
+pub mod target;
+
+pub use error::{Error, Result};
+pub use explanation::Explanation;
+pub use method::{Attributor, MethodProps};
+pub use model::{Classifier, ModelInfo, Network, NetworkModel};
+pub use params::{Args, ParamKind, ParamSpec, Params, Value};
+pub use registry::Registry;
+pub use target::Target;
+
+// Re-exported so packs use exactly the host's copies.
+pub use candle_core as candle;
+pub use candle_nn;
+pub use inventory;

@@ -1,0 +1,118 @@
+//! The [`Attributor`] trait and the helpers every gradient-type method shares.
+
+use crate::explanation::Explanation;
+use crate::model::{Classifier, ForwardOptions};
+use crate::target::{objective, Target};
+use crate::{Error, Result};
+use candle_core::{Tensor, Var};
+use std::collections::BTreeMap;
+
+/// What a method promises, for reports and for choosing metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MethodProps {
+    /// The map is multiplied by the input (or by input − baseline).
+    pub multiplies_input: bool,
+    /// Attributions sum to `f(x) − f(baseline)` (reported as a delta).
+    pub completeness: bool,
+    /// Needs the explainable layer vocabulary (rules or taps).
+    pub needs_rules: bool,
+    /// Uses randomness, so takes a seed.
+    pub stochastic: bool,
+    /// Wraps another method.
+    pub wrapper: bool,
+}
+
+impl MethodProps {
+    /// No properties (usable in statics, unlike `Default`).
+    pub const NONE: MethodProps = MethodProps {
+        multiplies_input: false,
+        completeness: false,
+        needs_rules: false,
+        stochastic: false,
+        wrapper: false,
+    };
+}
+
+/// An attribution method. One required call: `attribute`.
+pub trait Attributor: Send + Sync {
+    fn name(&self) -> &str;
+    fn props(&self) -> MethodProps {
+        MethodProps::default()
+    }
+    /// The method's resolved parameters, as strings.
+    fn params(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+    /// Explains `inputs` (`[B, ...]`) for `target`. The result's `attribution` has the
+    /// shape of `inputs`.
+    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation>;
+}
+
+/// Gradient of the per-example objective with respect to the input.
+#[derive(Debug, Clone)]
+pub struct Gradient {
+    /// `d objective_b / d x_b`, shape of the input.
+    pub grad: Tensor,
+    /// The objective per example `[B]`.
+    pub objective: Tensor,
+    /// The model output `[B, K]` (or the tapped layer's network output).
+    pub output: Tensor,
+}
+
+/// Computes the input gradient of a resolved target, through `opts` (rules apply).
+/// Examples in a batch are independent, so one backward pass over the sum gives
+/// every example's gradient.
+pub fn gradient(model: &dyn Classifier, xs: &Tensor, target: &Target, opts: ForwardOptions) -> Result<Gradient> {
+    let var = Var::from_tensor(&xs.detach())?;
+    let (obj, output) = objective(model, var.as_tensor(), target, opts)?;
+    let grads = obj.sum_all()?.backward()?;
+    let grad = match grads.get(var.as_tensor()) {
+        Some(g) => g.clone(),
+        // The objective does not depend on the input at all.
+        None => var.as_tensor().zeros_like()?,
+    };
+    Ok(Gradient { grad, objective: obj.detach(), output: output.detach() })
+}
+
+/// Splits `0..n` into ranges of at most `batch_size`.
+pub fn chunks(n: usize, batch_size: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let bs = batch_size.max(1);
+    (0..n.div_ceil(bs)).map(move |i| i * bs..((i + 1) * bs).min(n))
+}
+
+/// Checks the input against the model and resolves the target; the common first
+/// step of every method.
+pub fn prepare(model: &dyn Classifier, xs: &Tensor, target: &Target) -> Result<Target> {
+    model.info().check_input(xs)?;
+    if xs.dim(0)? == 0 {
+        return Err(Error::shape("a batch of at least one example", format!("{:?}", xs.dims())));
+    }
+    target.resolve(model, xs)
+}
+
+/// `repeat_interleave` along dim 0: `[x0, x0, .., x1, x1, ..]`.
+pub fn repeat_each(xs: &Tensor, n: usize) -> Result<Tensor> {
+    let b = xs.dim(0)?;
+    let mut shape = xs.dims().to_vec();
+    let rest = shape[1..].to_vec();
+    let x = xs.unsqueeze(1)?;
+    let mut bshape = vec![b, n];
+    bshape.extend(&rest);
+    let x = x.broadcast_as(bshape)?.contiguous()?;
+    shape[0] = b * n;
+    Ok(x.reshape(shape)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    #[test]
+    fn chunking_and_repeat() {
+        let c: Vec<_> = chunks(5, 2).collect();
+        assert_eq!(c, vec![0..2, 2..4, 4..5]);
+        let x = Tensor::new(&[[1f32], [2.]], &Device::Cpu).unwrap();
+        let r = repeat_each(&x, 3).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(r, vec![1., 1., 1., 2., 2., 2.]);
+    }
+}

@@ -1,0 +1,286 @@
+//! The registry: every method, model, generator, sampler and composite the host
+//! knows, whether it came from a statically linked pack or a loaded plugin.
+//!
+//! Inside a pack, items are declared with `inventory::submit!` and carry the pack's
+//! name (`pack: env!("CARGO_PKG_NAME")`), so a host can register one pack's items
+//! at a time and say where each came from.
+
+use crate::generator::Generator;
+use crate::method::{Attributor, MethodProps};
+use crate::model::Classifier;
+use crate::params::{Args, ParamSpec, Params};
+use crate::sampler::Sampler;
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// An attribution method (or wrapper) that a pack provides.
+pub struct MethodEntry {
+    pub name: &'static str,
+    pub pack: &'static str,
+    pub summary: &'static str,
+    pub params: &'static [ParamSpec],
+    pub props: MethodProps,
+    pub build: fn(&Args, &Registry) -> Result<Box<dyn Attributor>>,
+}
+inventory::collect!(MethodEntry);
+
+/// A classifier that a pack provides.
+pub struct ModelEntry {
+    pub name: &'static str,
+    pub pack: &'static str,
+    pub summary: &'static str,
+    pub load: fn(&Device) -> Result<Arc<dyn Classifier>>,
+}
+inventory::collect!(ModelEntry);
+
+/// A generative model (for CDeepEx and xGEMs).
+pub struct GeneratorEntry {
+    pub name: &'static str,
+    pub pack: &'static str,
+    pub summary: &'static str,
+    pub load: fn(&Device) -> Result<Arc<dyn Generator>>,
+}
+inventory::collect!(GeneratorEntry);
+
+/// A patch sampler (for prediction difference analysis).
+pub struct SamplerEntry {
+    pub name: &'static str,
+    pub pack: &'static str,
+    pub summary: &'static str,
+    pub params: &'static [ParamSpec],
+    /// Builds the sampler; `train` is the training data `[N, C, H, W]` to fit on.
+    pub build: fn(&Args, &Tensor) -> Result<Box<dyn Sampler>>,
+}
+inventory::collect!(SamplerEntry);
+
+/// Where a registered item came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub pack: String,
+    /// `static` for linked packs, or the library path.
+    pub source: String,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.pack, self.source)
+    }
+}
+
+struct Item<T: 'static> {
+    entry: &'static T,
+    origin: Origin,
+}
+
+/// The host's table of everything it can run.
+#[derive(Default)]
+pub struct Registry {
+    methods: BTreeMap<String, Item<MethodEntry>>,
+    models: BTreeMap<String, Item<ModelEntry>>,
+    generators: BTreeMap<String, Item<GeneratorEntry>>,
+    samplers: BTreeMap<String, Item<SamplerEntry>>,
+    packs: BTreeMap<String, String>,
+}
+
+fn insert<T: 'static>(
+    map: &mut BTreeMap<String, Item<T>>,
+    kind: &'static str,
+    name: &str,
+    entry: &'static T,
+    origin: &Origin,
+) -> Result<()> {
+    if let Some(old) = map.get(name) {
+        if old.origin.pack == origin.pack {
+            return Ok(()); // the same pack seen twice (linked and loaded): keep one
+        }
+        return Err(Error::Duplicate {
+            kind,
+            name: name.to_string(),
+            first: old.origin.to_string(),
+            second: origin.to_string(),
+        });
+    }
+    map.insert(name.to_string(), Item { entry, origin: origin.clone() });
+    Ok(())
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers every inventory item linked into this process.
+    pub fn from_inventory() -> Result<Self> {
+        let mut r = Registry::new();
+        let mut packs: Vec<&str> = inventory::iter::<MethodEntry>
+            .into_iter()
+            .map(|e| e.pack)
+            .chain(inventory::iter::<ModelEntry>.into_iter().map(|e| e.pack))
+            .chain(inventory::iter::<GeneratorEntry>.into_iter().map(|e| e.pack))
+            .chain(inventory::iter::<SamplerEntry>.into_iter().map(|e| e.pack))
+            .collect();
+        packs.sort();
+        packs.dedup();
+        for p in packs {
+            r.register_pack(p, "static")?;
+        }
+        Ok(r)
+    }
+
+    /// Registers the inventory items that belong to `pack`.
+    pub fn register_pack(&mut self, pack: &str, source: &str) -> Result<usize> {
+        let origin = Origin { pack: pack.to_string(), source: source.to_string() };
+        let mut n = 0;
+        for e in inventory::iter::<MethodEntry>.into_iter().filter(|e| e.pack == pack) {
+            insert(&mut self.methods, "method", e.name, e, &origin)?;
+            n += 1;
+        }
+        for e in inventory::iter::<ModelEntry>.into_iter().filter(|e| e.pack == pack) {
+            insert(&mut self.models, "model", e.name, e, &origin)?;
+            n += 1;
+        }
+        for e in inventory::iter::<GeneratorEntry>.into_iter().filter(|e| e.pack == pack) {
+            insert(&mut self.generators, "generator", e.name, e, &origin)?;
+            n += 1;
+        }
+        for e in inventory::iter::<SamplerEntry>.into_iter().filter(|e| e.pack == pack) {
+            insert(&mut self.samplers, "sampler", e.name, e, &origin)?;
+            n += 1;
+        }
+        self.packs.entry(pack.to_string()).or_insert_with(|| source.to_string());
+        Ok(n)
+    }
+
+    /// Adds one method entry directly (tests, and packs that build entries at run time).
+    pub fn add_method(&mut self, entry: &'static MethodEntry, source: &str) -> Result<()> {
+        let origin = Origin { pack: entry.pack.to_string(), source: source.to_string() };
+        insert(&mut self.methods, "method", entry.name, entry, &origin)
+    }
+
+    pub fn packs(&self) -> &BTreeMap<String, String> {
+        &self.packs
+    }
+
+    pub fn methods(&self) -> impl Iterator<Item = (&'static MethodEntry, &Origin)> {
+        self.methods.values().map(|i| (i.entry, &i.origin))
+    }
+    pub fn models(&self) -> impl Iterator<Item = (&'static ModelEntry, &Origin)> {
+        self.models.values().map(|i| (i.entry, &i.origin))
+    }
+    pub fn generators(&self) -> impl Iterator<Item = (&'static GeneratorEntry, &Origin)> {
+        self.generators.values().map(|i| (i.entry, &i.origin))
+    }
+    pub fn samplers(&self) -> impl Iterator<Item = (&'static SamplerEntry, &Origin)> {
+        self.samplers.values().map(|i| (i.entry, &i.origin))
+    }
+
+    pub fn method_names(&self) -> Vec<String> {
+        self.methods.keys().cloned().collect()
+    }
+
+    pub fn method(&self, name: &str) -> Result<&'static MethodEntry> {
+        lookup(&self.methods, "method", name).map(|i| i.entry)
+    }
+
+    /// Builds a method from its parameters. Calls into the pack run under
+    /// `catch_unwind`, and so does every later `attribute` call of the result.
+    pub fn build_method(&self, name: &str, params: &Params) -> Result<Box<dyn Attributor>> {
+        let item = lookup(&self.methods, "method", name)?;
+        let args = Args::new(name, item.entry.params, params)?;
+        let pack = item.origin.pack.clone();
+        let inner = guard(&pack, || (item.entry.build)(&args, self))?;
+        Ok(Box::new(Guarded { inner, pack }))
+    }
+
+    pub fn load_model(&self, name: &str, device: &Device) -> Result<Arc<dyn Classifier>> {
+        let item = lookup(&self.models, "model", name)?;
+        guard(&item.origin.pack, || (item.entry.load)(device))
+    }
+
+    pub fn load_generator(&self, name: &str, device: &Device) -> Result<Arc<dyn Generator>> {
+        let item = lookup(&self.generators, "generator", name)?;
+        guard(&item.origin.pack, || (item.entry.load)(device))
+    }
+
+    pub fn build_sampler(&self, name: &str, params: &Params, train: &Tensor) -> Result<Box<dyn Sampler>> {
+        let item = lookup(&self.samplers, "sampler", name)?;
+        let args = Args::new(name, item.entry.params, params)?;
+        guard(&item.origin.pack, || (item.entry.build)(&args, train))
+    }
+}
+
+fn lookup<'a, T>(map: &'a BTreeMap<String, Item<T>>, kind: &'static str, name: &str) -> Result<&'a Item<T>> {
+    map.get(name).ok_or_else(|| Error::Unknown { kind, name: name.to_string(), known: map.keys().cloned().collect() })
+}
+
+/// Runs `f`, turning a panic into [`Error::PluginPanicked`].
+pub fn guard<T>(pack: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            Err(Error::PluginPanicked { plugin: pack.to_string(), message })
+        }
+    }
+}
+
+/// An attributor whose calls are contained with `catch_unwind`.
+struct Guarded {
+    inner: Box<dyn Attributor>,
+    pack: String,
+}
+
+impl Attributor for Guarded {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn props(&self) -> MethodProps {
+        self.inner.props()
+    }
+    fn params(&self) -> BTreeMap<String, String> {
+        self.inner.params()
+    }
+    fn attribute(
+        &self,
+        model: &dyn Classifier,
+        inputs: &Tensor,
+        target: &crate::Target,
+    ) -> Result<crate::Explanation> {
+        guard(&self.pack, || self.inner.attribute(model, inputs, target))
+    }
+}
+
+/// Declares a method in the calling pack: `lumen_core::submit_method!(NAME, ...)`
+/// fills in `pack` with the calling crate's package name.
+#[macro_export]
+macro_rules! submit_method {
+    ($name:expr, $summary:expr, $params:expr, $props:expr, $build:expr $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::registry::MethodEntry {
+                name: $name,
+                pack: env!("CARGO_PKG_NAME"),
+                summary: $summary,
+                params: $params,
+                props: $props,
+                build: $build,
+            }
+        }
+    };
+}
+
+/// Declares a model in the calling pack.
+#[macro_export]
+macro_rules! submit_model {
+    ($name:expr, $summary:expr, $load:expr $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::registry::ModelEntry { name: $name, pack: env!("CARGO_PKG_NAME"), summary: $summary, load: $load }
+        }
+    };
+}

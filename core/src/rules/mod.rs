@@ -1,0 +1,186 @@
+//! Modified backward passes on Candle, in the manner of Zennit's rules and composites.
+//!
+//! Candle has no module hooks, so a rule replaces a layer's forward call with one
+//! that computes the same value but carries a different backward. Two building
+//! blocks make that possible without custom kernels:
+//!
+//! * [`surrogate`]: `value.detach() + (s - s.detach())` has the value of `value` and
+//!   the gradient of `s` (LRP-ε/γ/z⁺, DeepLIFT Rescale);
+//! * [`grad_hook`]: an identity op whose backward applies a closure to the incoming
+//!   gradient (Guided Backprop, Deconvnet).
+//!
+//! A [`Composite`] decides which rule applies to which layer; [`RuleMap`] is the
+//! usual one, matching by layer type, name and position. Named presets are registry
+//! items ([`CompositeEntry`]), so packs can add their own.
+
+mod hook;
+pub mod presets;
+
+pub use hook::grad_hook;
+
+use crate::model::{LayerKind, Node};
+use crate::Result;
+use candle_core::Tensor;
+use std::fmt;
+use std::sync::Arc;
+
+/// What a composite sees about a layer when choosing its rule.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeInfo<'a> {
+    pub index: usize,
+    pub name: &'a str,
+    pub kind: &'a LayerKind,
+    /// The first conv/linear layer (LRP's z^B usually goes here).
+    pub is_first_param: bool,
+    /// The last conv/linear layer.
+    pub is_last_param: bool,
+    pub num_nodes: usize,
+}
+
+/// Context shared by all rules during one forward pass.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default)]
+pub struct RuleCtx {
+    /// For reference-based rules (DeepLIFT): the batch holds the inputs in its first
+    /// `n` rows and their references in the next `n`.
+    pub reference_split: Option<usize>,
+    /// Numeric options a composite passes to its rules (ε, γ, ...).
+    pub options: std::collections::BTreeMap<String, f64>,
+}
+
+impl RuleCtx {
+    pub fn with_reference_split(n: usize) -> Self {
+        RuleCtx { reference_split: Some(n), ..Default::default() }
+    }
+}
+
+/// A modified backward for one layer. `forward` must return the same value as
+/// `node.forward(inputs)`; only its gradient differs.
+pub trait Rule: Send + Sync {
+    fn name(&self) -> &str;
+    fn forward(&self, node: &Node, inputs: &[&Tensor], ctx: &RuleCtx) -> Result<Tensor>;
+}
+
+impl fmt::Debug for dyn Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Rule({})", self.name())
+    }
+}
+
+/// Chooses a rule for each layer (`None`: the plain forward and gradient).
+pub trait Composite: Send + Sync {
+    fn name(&self) -> &str;
+    fn rule_for(&self, node: &NodeInfo) -> Option<Arc<dyn Rule>>;
+}
+
+/// Value-preserving surrogate: the value of `value`, the gradient of `s`.
+pub fn surrogate(value: &Tensor, s: &Tensor) -> Result<Tensor> {
+    Ok((value.detach() + (s - s.detach())?)?)
+}
+
+/// Which layers a [`RuleMap`] entry applies to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Matcher {
+    /// Any layer of these types (`LayerKind::type_name`).
+    Types(Vec<&'static str>),
+    /// Layers with exactly this name.
+    Name(String),
+    /// The first conv/linear layer.
+    FirstParam,
+    /// The last conv/linear layer.
+    LastParam,
+    /// Every conv layer (1d or 2d).
+    Conv,
+    /// Every linear layer.
+    Linear,
+    /// Every element-wise activation.
+    Activation,
+    Any,
+}
+
+impl Matcher {
+    pub fn matches(&self, n: &NodeInfo) -> bool {
+        match self {
+            Matcher::Types(ts) => ts.contains(&n.kind.type_name()),
+            Matcher::Name(s) => s == n.name,
+            Matcher::FirstParam => n.is_first_param,
+            Matcher::LastParam => n.is_last_param,
+            Matcher::Conv => matches!(n.kind, LayerKind::Conv1d { .. } | LayerKind::Conv2d { .. }),
+            Matcher::Linear => matches!(n.kind, LayerKind::Linear { .. }),
+            Matcher::Activation => n.kind.is_activation(),
+            Matcher::Any => true,
+        }
+    }
+}
+
+/// An ordered list of (matcher, rule); the first match wins.
+#[derive(Clone, Default)]
+pub struct RuleMap {
+    name: String,
+    entries: Vec<(Matcher, Arc<dyn Rule>)>,
+}
+
+impl RuleMap {
+    pub fn new(name: impl Into<String>) -> Self {
+        RuleMap { name: name.into(), entries: vec![] }
+    }
+    /// Adds an entry after the existing ones.
+    pub fn with(mut self, m: Matcher, rule: impl Rule + 'static) -> Self {
+        self.entries.push((m, Arc::new(rule)));
+        self
+    }
+    pub fn with_arc(mut self, m: Matcher, rule: Arc<dyn Rule>) -> Self {
+        self.entries.push((m, rule));
+        self
+    }
+    /// Adds an entry that takes precedence over the existing ones.
+    pub fn prepend(mut self, m: Matcher, rule: Arc<dyn Rule>) -> Self {
+        self.entries.insert(0, (m, rule));
+        self
+    }
+    pub fn entries(&self) -> &[(Matcher, Arc<dyn Rule>)] {
+        &self.entries
+    }
+}
+
+impl fmt::Debug for RuleMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let es: Vec<String> = self.entries.iter().map(|(m, r)| format!("{m:?} => {}", r.name())).collect();
+        write!(f, "RuleMap({}: {})", self.name, es.join(", "))
+    }
+}
+
+impl Composite for RuleMap {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn rule_for(&self, node: &NodeInfo) -> Option<Arc<dyn Rule>> {
+        self.entries.iter().find(|(m, _)| m.matches(node)).map(|(_, r)| r.clone())
+    }
+}
+
+/// A named composite preset, registered with `inventory::submit!` by core or a pack.
+pub struct CompositeEntry {
+    pub name: &'static str,
+    pub pack: &'static str,
+    pub summary: &'static str,
+    pub build: fn() -> RuleMap,
+}
+inventory::collect!(CompositeEntry);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn surrogate_keeps_value_and_swaps_gradient() {
+        let x = Var::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
+        let value = x.as_tensor().sqr().unwrap(); // gradient would be 2x
+        let s = (x.as_tensor() * 5.0).unwrap(); // gradient 5
+        let y = surrogate(&value, &s).unwrap();
+        assert_eq!(y.to_vec1::<f32>().unwrap(), vec![1.0, 4.0, 9.0]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![5.0; 3]);
+    }
+}

@@ -1,0 +1,199 @@
+//! What an explanation explains: a class, a contrast, or a hidden unit.
+
+use crate::model::{Classifier, ForwardOptions, Taps};
+use crate::{Error, Result};
+use candle_core::{DType, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+/// The quantity whose attribution is wanted, per example.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Target {
+    /// The model's top class for each example.
+    Predicted,
+    /// The same class for every example.
+    Class(usize),
+    /// One class per example.
+    Classes(Vec<usize>),
+    /// "Why `a` and not `b`": the logit difference `z_a − z_b`, per example.
+    Contrast { a: Vec<usize>, b: Vec<usize> },
+    /// A hidden unit: the channel of a tapped layer at one position, or the mean
+    /// over the channel's feature map when `position` is `None`.
+    Hidden { layer: String, channel: usize, position: Option<Vec<usize>> },
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target::Predicted
+    }
+}
+
+impl Target {
+    /// Replaces `Predicted` and `Class` by explicit per-example classes, checking
+    /// ranges, so wrappers can expand the batch without changing the target.
+    pub fn resolve(&self, model: &dyn Classifier, xs: &Tensor) -> Result<Target> {
+        let b = xs.dim(0)?;
+        let k = model.info().num_classes();
+        let check = |c: &usize| {
+            if *c >= k {
+                Err(Error::BadTarget(format!("class {c} is out of range for a model with {k} classes")))
+            } else {
+                Ok(())
+            }
+        };
+        let check_len = |v: &Vec<usize>| {
+            if v.len() != b {
+                Err(Error::BadTarget(format!("{} per-example targets for a batch of {b}", v.len())))
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match self {
+            Target::Predicted => Target::Classes(predict(model, xs)?),
+            Target::Class(c) => {
+                check(c)?;
+                Target::Classes(vec![*c; b])
+            }
+            Target::Classes(v) => {
+                check_len(v)?;
+                v.iter().try_for_each(check)?;
+                self.clone()
+            }
+            Target::Contrast { a, b: bb } => {
+                check_len(a)?;
+                check_len(bb)?;
+                a.iter().chain(bb).try_for_each(check)?;
+                self.clone()
+            }
+            Target::Hidden { .. } => self.clone(),
+        })
+    }
+
+    /// Repeats each example's target `n` times (`[t0, t0, .., t1, t1, ..]`), matching
+    /// a batch expanded with `repeat_interleave`.
+    pub fn repeat_each(&self, n: usize) -> Target {
+        let rep = |v: &Vec<usize>| v.iter().flat_map(|c| std::iter::repeat_n(*c, n)).collect();
+        match self {
+            Target::Classes(v) => Target::Classes(rep(v)),
+            Target::Contrast { a, b } => Target::Contrast { a: rep(a), b: rep(b) },
+            other => other.clone(),
+        }
+    }
+
+    /// Selects the targets of the examples `idx` (for chunking a batch).
+    pub fn select(&self, idx: std::ops::Range<usize>) -> Target {
+        match self {
+            Target::Classes(v) => Target::Classes(v[idx].to_vec()),
+            Target::Contrast { a, b } => Target::Contrast { a: a[idx.clone()].to_vec(), b: b[idx].to_vec() },
+            other => other.clone(),
+        }
+    }
+
+    /// Per-example classes, when the target is a class target.
+    pub fn classes(&self) -> Option<&[usize]> {
+        match self {
+            Target::Classes(v) => Some(v),
+            Target::Contrast { a, .. } => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Parses `predicted`, `N`, `N,M,...` (per example), `A-B` / `A,B-C,D` (contrast).
+    pub fn parse(s: &str) -> Result<Target> {
+        let s = s.trim();
+        let nums = |t: &str| -> Result<Vec<usize>> {
+            t.split(',')
+                .map(|x| x.trim().parse::<usize>().map_err(|_| Error::BadTarget(format!("'{s}' is not a target"))))
+                .collect()
+        };
+        if s.is_empty() || s == "predicted" || s == "pred" {
+            return Ok(Target::Predicted);
+        }
+        if let Some((a, b)) = s.split_once('-') {
+            return Ok(Target::Contrast { a: nums(a)?, b: nums(b)? });
+        }
+        let v = nums(s)?;
+        Ok(if v.len() == 1 { Target::Class(v[0]) } else { Target::Classes(v) })
+    }
+}
+
+/// Top-1 class per example.
+pub fn predict(model: &dyn Classifier, xs: &Tensor) -> Result<Vec<usize>> {
+    let logits = model.forward(xs)?;
+    Ok(logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?.into_iter().map(|c| c as usize).collect())
+}
+
+/// The per-example objective `[B]` for a resolved target, computed through
+/// `forward_with` (so rules apply), together with the logits when available.
+pub fn objective(
+    model: &dyn Classifier,
+    xs: &Tensor,
+    target: &Target,
+    opts: ForwardOptions,
+) -> Result<(Tensor, Tensor)> {
+    let dev = xs.device();
+    match target {
+        Target::Classes(v) => {
+            let fwd = model.forward_with(xs, &opts)?;
+            let idx = Tensor::from_vec(v.iter().map(|c| *c as u32).collect::<Vec<_>>(), (v.len(), 1), dev)?;
+            let obj = fwd.output.gather(&idx, 1)?.squeeze(1)?;
+            Ok((obj, fwd.output))
+        }
+        Target::Contrast { a, b } => {
+            let fwd = model.forward_with(xs, &opts)?;
+            let ia = Tensor::from_vec(a.iter().map(|c| *c as u32).collect::<Vec<_>>(), (a.len(), 1), dev)?;
+            let ib = Tensor::from_vec(b.iter().map(|c| *c as u32).collect::<Vec<_>>(), (b.len(), 1), dev)?;
+            let obj = (fwd.output.gather(&ia, 1)? - fwd.output.gather(&ib, 1)?)?.squeeze(1)?;
+            Ok((obj, fwd.output))
+        }
+        Target::Hidden { layer, channel, position } => {
+            let opts = ForwardOptions { taps: Taps::Names(vec![layer.clone()]), ..opts };
+            let fwd = model.forward_with(xs, &opts)?;
+            let h = fwd.tap(layer)?;
+            let dims = h.dims().to_vec();
+            if dims.len() < 2 || *channel >= dims[1] {
+                return Err(Error::BadTarget(format!("layer '{layer}' has shape {dims:?}; channel {channel} is out of range")));
+            }
+            let ch = h.narrow(1, *channel, 1)?.squeeze(1)?; // [B, ...]
+            let obj = match position {
+                None => {
+                    if ch.rank() == 1 {
+                        ch
+                    } else {
+                        ch.flatten_from(1)?.mean(1)?
+                    }
+                }
+                Some(pos) => {
+                    if pos.len() + 2 != dims.len() || pos.iter().zip(&dims[2..]).any(|(p, d)| p >= d) {
+                        return Err(Error::BadTarget(format!(
+                            "position {pos:?} does not fit layer '{layer}' of shape {dims:?}"
+                        )));
+                    }
+                    let mut t = ch;
+                    for p in pos {
+                        t = t.narrow(1, *p, 1)?.squeeze(1)?;
+                    }
+                    t
+                }
+            };
+            Ok((obj, fwd.output))
+        }
+        Target::Predicted | Target::Class(_) => {
+            Err(Error::BadTarget("internal: target must be resolved before computing the objective".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn parse_forms() {
+        assert_eq!(Target::parse("predicted").unwrap(), Target::Predicted);
+        assert_eq!(Target::parse("3").unwrap(), Target::Class(3));
+        assert_eq!(Target::parse("1,2").unwrap(), Target::Classes(vec![1, 2]));
+        assert_eq!(Target::parse("4-9").unwrap(), Target::Contrast { a: vec![4], b: vec![9] });
+        assert!(Target::parse("x").is_err());
+        assert_eq!(Target::Classes(vec![1, 2]).repeat_each(2), Target::Classes(vec![1, 1, 2, 2]));
+    }
+}

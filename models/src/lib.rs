@@ -1,0 +1,50 @@
+//! lumen's model zoo: the shipped MNIST classifiers (architectures, cards, weights),
+//! registered as ordinary pack items.
+
+pub mod arch;
+
+use lumen_core::model::NetworkModel;
+use lumen_core::{Classifier, Error, Result};
+use lumen_core::candle::Device;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where shipped weights and cards live: `$LUMEN_MODELS_DIR`, then `models/` next to
+/// the binary, then this crate's `weights/` (a build run from the source tree).
+pub fn models_dirs() -> Vec<PathBuf> {
+    let mut v = vec![];
+    if let Ok(d) = std::env::var("LUMEN_MODELS_DIR") {
+        v.extend(std::env::split_paths(&d));
+    }
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(|p| p.to_path_buf())) {
+        v.push(exe_dir.join("models"));
+    }
+    v.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/weights")));
+    v
+}
+
+/// Path of the card `NAME.toml` in the first models directory that has it.
+pub fn card_path(name: &str) -> Result<PathBuf> {
+    let dirs = models_dirs();
+    dirs.iter().map(|d| d.join(format!("{name}.toml"))).find(|p| p.exists()).ok_or_else(|| {
+        Error::Data(format!(
+            "no model card '{name}.toml' in {}; set LUMEN_MODELS_DIR or train it with `lumen train --model {name}`",
+            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// Loads a shipped model by name.
+pub fn load_shipped(name: &str, device: &Device) -> Result<Arc<dyn Classifier>> {
+    Ok(Arc::new(NetworkModel::load(card_path(name)?, device)?))
+}
+
+lumen_core::submit_model!("mnist-cnn", "MNIST CNN: two 5×5 conv blocks, fc 3136→128→10", |d| load_shipped(
+    "mnist-cnn",
+    d
+));
+lumen_core::submit_model!(
+    "mnist-allcnn",
+    "MNIST all-convolutional net with one 1×1 class kernel per digit (CLEAR)",
+    |d| load_shipped("mnist-allcnn", d)
+);

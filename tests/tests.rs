@@ -1,0 +1,6 @@
+//! The single integration-test binary (built as a test of the `lumen` package, so
+//! cargo builds the binary first). Each area has its own module.
+
+mod util;
+
+mod cli;
