@@ -2,6 +2,7 @@
 
 mod cmd_list;
 mod host;
+mod reproduce;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// List every method, model, generator and sampler with its parameters.
     List(cmd_list::ListArgs),
+    /// Regenerate a paper's experiment on our models (figures and tables in docs/).
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 fn main() {
@@ -27,6 +30,7 @@ fn main() {
         let device = lumen_core::device::parse_device(&cli.device)?;
         match cli.command {
             Command::List(a) => cmd_list::run(a, &device),
+            Command::Reproduce(a) => reproduce::run(a, &device),
         }
     })();
     if let Err(e) = result {

@@ -1,0 +1,42 @@
+//! `lumen reproduce EXPERIMENT`: regenerates a paper's experiment on our models and
+//! writes its figures and tables (by default under `docs/`). Each experiment lives in
+//! its own module; add a match arm and a line in `EXPERIMENTS` for a new one.
+
+use clap::Args;
+use lumen_core::candle::Device;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ReproduceArgs {
+    /// Which experiment (see `lumen reproduce list`).
+    pub experiment: String,
+    /// Output directory (default: docs/<experiment>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A smaller, faster run (used by the test suite).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seed for every stochastic step.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// (name, what it regenerates)
+pub const EXPERIMENTS: &[(&str, &str)] = &[];
+
+pub fn run(a: ReproduceArgs, device: &Device) -> anyhow::Result<()> {
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("docs").join(&a.experiment));
+    let _ = (&out, device);
+    match a.experiment.as_str() {
+        "list" => {
+            for (n, d) in EXPERIMENTS {
+                println!("{n:<20} {d}");
+            }
+            Ok(())
+        }
+        other => anyhow::bail!(
+            "unknown experiment '{other}' (known: {})",
+            EXPERIMENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
