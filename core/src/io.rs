@@ -55,6 +55,15 @@ pub fn save_safetensors(
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Saves an RGB picture as PNG, atomically.
+pub fn save_png(path: impl AsRef<Path>, img: &image::RgbImage) -> Result<()> {
+    let path = path.as_ref();
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .map_err(|e| Error::Image { path: path.into(), reason: e.to_string() })?;
+    write_atomic(path, buf.get_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
