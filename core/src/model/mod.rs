@@ -3,6 +3,7 @@
 
 pub mod card;
 pub mod network;
+pub mod pool;
 pub mod spec;
 
 pub use card::{ModelCard, Normalization};

@@ -53,9 +53,11 @@ impl Node {
             LayerKind::Sigmoid => candle_nn::ops::sigmoid(x)?,
             LayerKind::Tanh => x.tanh()?,
             LayerKind::MaxPool1d { kernel, stride } => {
-                x.unsqueeze(2)?.max_pool2d_with_stride((1, *kernel), (1, *stride))?.squeeze(2)?
+                super::pool::max_pool2d(&x.unsqueeze(2)?, (1, *kernel), (1, *stride))?.squeeze(2)?
             }
-            LayerKind::MaxPool2d { kernel, stride } => x.max_pool2d_with_stride(*kernel, *stride)?,
+            LayerKind::MaxPool2d { kernel, stride } => {
+                super::pool::max_pool2d(x, (*kernel, *kernel), (*stride, *stride))?
+            }
             LayerKind::AvgPool2d { kernel, stride } => x.avg_pool2d_with_stride(*kernel, *stride)?,
             LayerKind::GlobalAvgPool => {
                 let (b, c) = (x.dim(0)?, x.dim(1)?);

@@ -13,10 +13,12 @@
 //! usual one, matching by layer type, name and position. Named presets are registry
 //! items ([`CompositeEntry`]), so packs can add their own.
 
+pub mod guided;
 mod hook;
 pub mod presets;
 
 pub use hook::grad_hook;
+pub use guided::{DeconvRelu, GuidedRelu};
 
 use crate::model::{LayerKind, Node};
 use crate::Result;
