@@ -1,5 +1,7 @@
 //! `lumen`: the host binary. Each subcommand lives in its own module.
 
+mod cmd_explain;
+mod cmd_gallery;
 mod cmd_list;
 mod host;
 mod reproduce;
@@ -20,24 +22,41 @@ struct Cli {
 enum Command {
     /// List every method, model, generator and sampler with its parameters.
     List(cmd_list::ListArgs),
+    /// Explain one input with one method: writes the map (PNG), tensors (safetensors) and a JSON sidecar.
+    Explain(cmd_explain::ExplainArgs),
+    /// Run every method on one test digit per class: a PNG grid plus an HTML page.
+    Gallery(cmd_gallery::GalleryArgs),
     /// Regenerate a paper's experiment on our models (figures and tables in docs/).
     Reproduce(reproduce::ReproduceArgs),
 }
 
 fn main() {
+    // Errors are one line: keep candle/anyhow from appending library backtraces
+    // when RUST_BACKTRACE is set (panic backtraces are unaffected).
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     let result = (|| -> anyhow::Result<()> {
         let device = lumen_core::device::parse_device(&cli.device)?;
         match cli.command {
             Command::List(a) => cmd_list::run(a, &device),
+            Command::Explain(a) => cmd_explain::run(a, &device),
+            Command::Gallery(a) => cmd_gallery::run(a, &device),
             Command::Reproduce(a) => reproduce::run(a, &device),
         }
     })();
     if let Err(e) = result {
         // One line per cause, never a backtrace.
         eprintln!("error: {e}");
+        let mut said = e.to_string();
         for cause in e.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            // Our errors often quote their source already; don't repeat it.
+            let c = cause.to_string();
+            if !said.contains(&c) {
+                eprintln!("  caused by: {c}");
+                said.push_str(&c);
+            }
         }
         std::process::exit(1);
     }

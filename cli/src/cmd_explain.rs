@@ -1,0 +1,209 @@
+//! `lumen explain`: one method on one input; writes the map as PNG, every tensor
+//! of the explanation as safetensors and a JSON sidecar, and prints the prediction.
+
+use crate::host;
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use lumen_core::candle::{Device, Tensor, D};
+use lumen_core::data::load_input;
+use lumen_core::model::NetworkModel;
+use lumen_core::render::{self, HeatmapOptions, Reduce};
+use lumen_core::{io, Classifier, Params, Registry, Target};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where the model comes from: a registered name, or a card file.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Registered model (see `lumen list`).
+    #[arg(long, default_value = "mnist-cnn")]
+    pub model: String,
+    /// Load the model from a card TOML instead (its `weights` path is relative to
+    /// the card); overrides --model. Shipped cards can also be overridden by
+    /// putting NAME.toml in a directory listed in LUMEN_MODELS_DIR.
+    #[arg(long, value_name = "PATH")]
+    pub model_card: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    pub fn load(&self, reg: &Registry, device: &Device) -> anyhow::Result<Arc<dyn Classifier>> {
+        Ok(match &self.model_card {
+            Some(p) => Arc::new(NetworkModel::load(p, device)?),
+            None => reg.load_model(&self.model, device)?,
+        })
+    }
+}
+
+/// Rendering flags (SmoothGrad §3.1), shared by `explain` and `gallery`.
+#[derive(Args, Debug, Clone)]
+pub struct RenderArgs {
+    /// Show |map| on a sequential scale instead of the signed blue–white–red scale.
+    #[arg(long)]
+    pub abs: bool,
+    /// Cap |map| at this percentile; larger values saturate (100 = no capping).
+    #[arg(long, default_value_t = 99.0)]
+    pub percentile: f32,
+    /// Multiply the map by the input before rendering.
+    #[arg(long)]
+    pub times_input: bool,
+    /// Blend the map over the (grayscale) input.
+    #[arg(long)]
+    pub overlay: bool,
+    /// Channel reduction: sum (signed) or max-abs (max of |.| over channels).
+    #[arg(long, default_value = "sum")]
+    pub reduce: String,
+    /// Integer upscaling of the map (nearest neighbour).
+    #[arg(long)]
+    pub scale: Option<u32>,
+}
+
+impl RenderArgs {
+    pub fn options(&self, default_scale: u32, input_range: (f32, f32)) -> anyhow::Result<HeatmapOptions> {
+        if !(0.0..=100.0).contains(&self.percentile) {
+            bail!("--percentile must be between 0 and 100, got {}", self.percentile);
+        }
+        let scale = self.scale.unwrap_or(default_scale);
+        if !(1..=64).contains(&scale) {
+            bail!("--scale must be between 1 and 64, got {scale}");
+        }
+        Ok(HeatmapOptions {
+            absolute: self.abs,
+            reduce: Reduce::parse(&self.reduce)?,
+            percentile: self.percentile,
+            times_input: self.times_input,
+            overlay: self.overlay,
+            scale,
+            input_range,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A .png / .safetensors file, or mnist:train:INDEX / mnist:test:INDEX.
+    #[arg(long)]
+    pub input: String,
+    /// Registered method (see `lumen list`).
+    #[arg(long, default_value = "saliency")]
+    pub method: String,
+    /// predicted, a class N, or a contrast A-B ("why A and not B").
+    #[arg(long, default_value = "predicted")]
+    pub target: String,
+    /// Method parameter NAME=VALUE (repeatable; nested methods use inner.NAME=VALUE).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Output directory.
+    #[arg(long, default_value = "out/explain")]
+    pub out: PathBuf,
+    /// Which tensor of the explanation to draw.
+    #[arg(long, default_value = "attribution")]
+    pub show: String,
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+/// Softmax probabilities of one example's logits, and the top-`k` classes.
+pub fn top_k(model: &dyn Classifier, x: &Tensor, k: usize) -> anyhow::Result<Vec<(usize, f32)>> {
+    let logits = model.forward(x)?;
+    let p = lumen_core::candle_nn::ops::softmax(&logits, D::Minus1)?.get(0)?.to_vec1::<f32>()?;
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    Ok(idx.into_iter().take(k).map(|i| (i, p[i])).collect())
+}
+
+/// `3` or `3 (cat)` when the label is not just the index.
+pub fn class_name(labels: &[String], c: usize) -> String {
+    match labels.get(c) {
+        Some(l) if *l != c.to_string() => format!("{c} ({l})"),
+        _ => c.to_string(),
+    }
+}
+
+/// File-name-safe version of a name.
+fn safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+pub fn run(a: ExplainArgs, device: &Device) -> anyhow::Result<()> {
+    let reg = host::registry()?;
+    // Check everything the user typed before the (possibly slow) work.
+    let target = Target::parse(&a.target)?;
+    let params = Params::parse_pairs(&a.params)?;
+    let method = reg.build_method(&a.method, &params)?;
+    let model = a.model.load(&reg, device)?;
+    let info = model.info().clone();
+    let opts = a.render.options(8, info.input_range)?;
+
+    let input = load_input(&a.input, device)?;
+    let x = input.tensor.unsqueeze(0)?;
+    info.check_input(&x).map_err(|e| anyhow!("input '{}': {e}", a.input))?;
+
+    let top = top_k(model.as_ref(), &x, 3)?;
+    let labels = &info.labels;
+    let truth = input.label.map(|l| format!(" (true label {})", class_name(labels, l))).unwrap_or_default();
+    println!("model {}, input {}{truth}", info.name, input.name);
+    println!("prediction: {} with p = {:.4}", class_name(labels, top[0].0), top[0].1);
+    println!(
+        "top-3: {}",
+        top.iter().map(|(c, p)| format!("{} {:.4}", class_name(labels, *c), p)).collect::<Vec<_>>().join(", ")
+    );
+
+    let started = std::time::Instant::now();
+    let expl = method.attribute(model.as_ref(), &x, &target)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let shown = expl.tensor(&a.show)?.get(0).with_context(|| format!("tensor '{}' has no batch dimension", a.show))?;
+    let hm = render::heatmap(&shown, Some(&input.tensor), &opts)?;
+    let fs = if hm.image.width() >= 200 { 2 } else { 1 };
+    let what = if hm.absolute { "|map|" } else { "map" };
+    let caption = format!("{} / {} / target {}", expl.method, input.name, target_text(&expl.target));
+    let picture = render::with_caption(&hm.with_legend(fs), &caption, fs);
+
+    let stem = format!("{}_{}", safe(&input.name), safe(&a.method));
+    let png = a.out.join(format!("{stem}.png"));
+    let st = a.out.join(format!("{stem}.safetensors"));
+    let js = a.out.join(format!("{stem}.json"));
+    io::save_png(&png, &picture)?;
+    let mut tensors: HashMap<String, Tensor> =
+        expl.tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<anyhow::Result<_>>()?;
+    tensors.entry("input".into()).or_insert(x.contiguous()?);
+    io::save_safetensors(&st, &tensors)?;
+    let mut summary = expl.summary_json();
+    if let Some(obj) = summary.as_object_mut() {
+        obj.insert("model".into(), info.name.clone().into());
+        obj.insert("input".into(), a.input.clone().into());
+        obj.insert("label".into(), input.label.into());
+        obj.insert(
+            "top3".into(),
+            top.iter().map(|(c, p)| serde_json::json!({"class": c, "label": labels.get(*c), "probability": p})).collect(),
+        );
+        obj.insert("seconds".into(), seconds.into());
+        obj.insert(
+            "render".into(),
+            serde_json::json!({"tensor": a.show, "cap": hm.cap, "absolute": hm.absolute, "percentile": opts.percentile,
+                "times_input": opts.times_input, "overlay": opts.overlay, "raw_min": hm.raw_min, "raw_max": hm.raw_max}),
+        );
+    }
+    io::write_atomic(&js, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!(
+        "{} in {seconds:.2} s; {what} capped at {} (the {}th percentile of |map|)",
+        expl.method,
+        render::fmt_tick(hm.cap),
+        opts.percentile
+    );
+    println!("wrote {}, {}, {}", png.display(), st.display(), js.display());
+    Ok(())
+}
+
+/// Short text for a resolved target, for captions.
+pub fn target_text(t: &Target) -> String {
+    match t {
+        Target::Classes(v) if v.len() == 1 => v[0].to_string(),
+        Target::Contrast { a, b } if a.len() == 1 && b.len() == 1 => format!("{} vs {}", a[0], b[0]),
+        Target::Hidden { layer, channel, .. } => format!("{layer}:{channel}"),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,416 @@
+//! `lumen gallery`: every registered method on one test digit per class, side by
+//! side, as a PNG grid plus an HTML page. A method that refuses the model or fails
+//! gets a blank tile and a note; the gallery itself keeps going.
+
+use crate::cmd_explain::{class_name, top_k, ModelArgs, RenderArgs};
+use crate::host;
+use anyhow::{anyhow, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lumen_core::candle::{Device, Tensor};
+use lumen_core::data::{Mnist, Split};
+use lumen_core::render::{self, escape, Grid, HeatmapOptions};
+use lumen_core::{io, Classifier, Params, Registry, Target};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct GalleryArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Comma-separated methods, or `all` (every registered method).
+    #[arg(long, default_value = "all")]
+    pub methods: String,
+    /// Output directory (gallery.png, gallery.html, gallery.json).
+    #[arg(long, default_value = "out/gallery")]
+    pub out: PathBuf,
+    /// Per-method parameter METHOD.NAME=VALUE (repeatable), e.g. smoothgrad.n=20.
+    #[arg(long = "param", value_name = "METHOD.NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Run every method with its registry defaults instead of the gallery's lighter
+    /// settings for slow methods.
+    #[arg(long)]
+    pub full: bool,
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+/// Lighter settings for methods that are slow with their defaults on 2 CPU cores
+/// (applied only if the method has the parameter; recorded on the page).
+pub const GALLERY_SETTINGS: &[(&str, &str, &str)] = &[
+    ("pda", "stride", "3"),
+    ("pda", "samples", "4"),
+    ("occlusion", "strides", "2"),
+    ("smoothgrad", "n", "25"),
+    ("integrated_gradients", "steps", "32"),
+];
+
+/// The outcome of one method on the gallery digits.
+#[derive(Debug, Clone)]
+pub struct MethodResult {
+    pub name: String,
+    pub params: BTreeMap<String, String>,
+    pub seconds: f64,
+    /// One map per digit, or `None` with a note when the method failed.
+    pub maps: Option<Vec<Tensor>>,
+    pub note: Option<String>,
+}
+
+/// Runs `method` on `xs` (predicted targets); never fails, errors become notes.
+pub fn run_method(reg: &Registry, model: &dyn Classifier, name: &str, params: &Params, xs: &Tensor) -> MethodResult {
+    let started = Instant::now();
+    let mut res = MethodResult { name: name.to_string(), params: BTreeMap::new(), seconds: 0.0, maps: None, note: None };
+    let out = (|| -> anyhow::Result<Vec<Tensor>> {
+        let m = reg.build_method(name, params)?;
+        res.params = m.params();
+        let e = m.attribute(model, xs, &Target::Predicted)?;
+        if !e.params.is_empty() {
+            res.params = e.params.clone();
+        }
+        let a = e.attribution();
+        if a.dims() != xs.dims() {
+            bail!("attribution has shape {:?}, the input {:?}", a.dims(), xs.dims());
+        }
+        let n = xs.dim(0)?;
+        (0..n).map(|i| Ok(a.get(i)?)).collect()
+    })();
+    res.seconds = started.elapsed().as_secs_f64();
+    match out {
+        Ok(maps) => res.maps = Some(maps),
+        Err(e) => res.note = Some(format!("{e:#}")),
+    }
+    res
+}
+
+/// Splits `METHOD.NAME=VALUE` pairs into per-method parameters.
+pub fn split_params(pairs: &[String], methods: &[String]) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in pairs {
+        let (key, value) = p.split_once('=').ok_or_else(|| anyhow!("parameter '{p}' is not of the form METHOD.NAME=VALUE"))?;
+        let (method, name) = key
+            .split_once('.')
+            .ok_or_else(|| anyhow!("gallery parameter '{p}' must name its method: METHOD.NAME=VALUE"))?;
+        if !methods.iter().any(|m| m == method) {
+            bail!("gallery parameter '{p}' is for method '{method}', which is not in the gallery ({})", methods.join(", "));
+        }
+        out.entry(method.to_string()).or_default().push(format!("{name}={value}"));
+    }
+    Ok(out)
+}
+
+/// Column caption: break long names at underscores so columns stay narrow.
+fn caption(name: &str, width: u32) -> String {
+    if render::text_width(name, 1) <= width {
+        return name.to_string();
+    }
+    name.replace('_', "_\n")
+}
+
+pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
+    let reg = host::registry()?;
+    let methods: Vec<String> = if a.methods.trim() == "all" {
+        reg.method_names()
+    } else {
+        a.methods.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    };
+    if methods.is_empty() {
+        bail!("--methods names no method");
+    }
+    for m in &methods {
+        reg.method(m)?;
+    }
+    let user = split_params(&a.params, &methods)?;
+    let model = a.model.load(&reg, device)?;
+    let info = model.info().clone();
+    let opts = a.render.options(4, info.input_range)?;
+
+    let data = Mnist::load()?;
+    let idx = data.first_of_each_class(Split::Test);
+    let (xs, labels) = data.batch(Split::Test, &idx, device)?;
+    info.check_input(&xs).map_err(|e| anyhow!("the gallery shows MNIST digits: {e}"))?;
+
+    // Parameters: gallery settings (unless --full), then the user's overrides.
+    let mut plans: Vec<(String, Params, Vec<String>)> = vec![];
+    for m in &methods {
+        let entry = reg.method(m)?;
+        let mut pairs: Vec<String> = vec![];
+        let mut light = vec![];
+        if !a.full {
+            for (meth, k, v) in GALLERY_SETTINGS {
+                if meth == m && entry.params.iter().any(|p| p.name == *k) {
+                    pairs.push(format!("{k}={v}"));
+                    light.push(format!("{k}={v}"));
+                }
+            }
+        }
+        pairs.extend(user.get(m).cloned().unwrap_or_default());
+        plans.push((m.clone(), Params::parse_pairs(&pairs)?, light));
+    }
+
+    let pb = ProgressBar::new(plans.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} gallery [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut results = vec![];
+    for (m, params, _) in &plans {
+        pb.set_message(m.clone());
+        let r = run_method(&reg, model.as_ref(), m, params, &xs);
+        pb.suspend(|| match &r.note {
+            None => println!("{:<24} {:>7.2} s", r.name, r.seconds),
+            Some(n) => println!("{:<24} {:>7.2} s  FAILED: {n}", r.name, r.seconds),
+        });
+        results.push(r);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+
+    let preds: Vec<Vec<(usize, f32)>> =
+        (0..idx.len()).map(|i| top_k(model.as_ref(), &xs.narrow(0, i, 1)?, 1)).collect::<anyhow::Result<_>>()?;
+    let (grid, caps) = compose(&xs, &labels, &preds, &info.labels, &results, &opts)?;
+    let png = a.out.join("gallery.png");
+    io::save_png(&png, &grid.render())?;
+    let html = page_body(&info.name, &idx, &labels, &preds, &info.labels, &results, &plans, &caps, &opts);
+    let page = render::write_page_for_png(&png, &format!("lumen gallery: {}", info.name), &html)?;
+    let json = serde_json::json!({
+        "model": info.name,
+        "digits": idx,
+        "labels": labels,
+        "predictions": preds.iter().map(|p| p[0].0).collect::<Vec<_>>(),
+        "methods": results.iter().map(|r| serde_json::json!({
+            "name": r.name, "ok": r.note.is_none(), "note": r.note, "seconds": r.seconds, "params": r.params,
+        })).collect::<Vec<_>>(),
+    });
+    io::write_atomic(a.out.join("gallery.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    let failed = results.iter().filter(|r| r.note.is_some()).count();
+    println!(
+        "wrote {} and {} ({} methods, {} failed; see the page for notes)",
+        png.display(),
+        page.display(),
+        results.len(),
+        failed
+    );
+    Ok(())
+}
+
+/// Lays out the grid: a row per digit, the input then one column per method.
+/// Returns the grid and each tile's cap (`caps[method][digit]`).
+pub fn compose(
+    xs: &Tensor,
+    labels: &[usize],
+    preds: &[Vec<(usize, f32)>],
+    names: &[String],
+    results: &[MethodResult],
+    opts: &HeatmapOptions,
+) -> anyhow::Result<(Grid, Vec<Vec<f32>>)> {
+    let n = labels.len();
+    let mut grid = Grid::new(n, results.len() + 1);
+    grid.title = Some(format!(
+        "{} maps, capped per tile at the {}th percentile of |map|{}{}",
+        if opts.absolute { "absolute" } else { "signed (blue -, red +)" },
+        opts.percentile,
+        if opts.times_input { ", times input" } else { "" },
+        if opts.overlay { ", over the input" } else { "" },
+    ));
+    let tile_w = 28 * opts.scale;
+    grid.set_col_label(0, "input");
+    let mut caps = vec![];
+    for r in 0..n {
+        let x = xs.get(r)?;
+        grid.set(r, 0, render::input_image(&x, opts)?);
+        let (p, prob) = preds[r][0];
+        grid.set_row_label(r, format!("true {}\npred {}\np={:.2}", class_name(names, labels[r]), class_name(names, p), prob));
+    }
+    for (c, res) in results.iter().enumerate() {
+        grid.set_col_label(c + 1, caption(&res.name, tile_w));
+        let mut col_caps = vec![];
+        if let Some(maps) = &res.maps {
+            for (r, m) in maps.iter().enumerate() {
+                let hm = render::heatmap(m, Some(&xs.get(r)?), opts)?;
+                col_caps.push(hm.cap);
+                grid.set(r, c + 1, hm.with_legend(1));
+            }
+        }
+        caps.push(col_caps);
+    }
+    Ok((grid, caps))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn page_body(
+    model: &str,
+    idx: &[usize],
+    labels: &[usize],
+    preds: &[Vec<(usize, f32)>],
+    names: &[String],
+    results: &[MethodResult],
+    plans: &[(String, Params, Vec<String>)],
+    caps: &[Vec<f32>],
+    opts: &HeatmapOptions,
+) -> String {
+    let mut s = String::new();
+    s += &format!(
+        "<p>Model <code>{}</code>, one test digit per class (MNIST-5k test indices {}), each method explaining the \
+         predicted class. Regenerate with <code>lumen gallery</code>.</p>\n",
+        escape(model),
+        idx.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+    );
+    s += "<h2>Legend</h2>\n<ul>\n";
+    if opts.absolute {
+        s += "<li>Absolute maps: white is no attribution, dark red the strongest.</li>\n";
+    } else {
+        s += "<li>Signed maps on a diverging scale: <b style=\"color:#be0f1e\">red</b> is evidence for the class, \
+              <b style=\"color:#1432be\">blue</b> against it, white is zero.</li>\n";
+    }
+    s += &format!(
+        "<li>Each tile is scaled on its own: |map| is capped at its {}th percentile (SmoothGrad §3.1), so the few \
+         values beyond saturate. The colour bar under each tile gives its cap.</li>\n",
+        opts.percentile
+    );
+    if opts.times_input {
+        s += "<li>Maps are multiplied by the input before rendering.</li>\n";
+    }
+    if opts.overlay {
+        s += "<li>Maps are blended over the input; weak evidence lets the digit show through.</li>\n";
+    }
+    s += "<li>The input column shows the digit as dark ink on white. Row captions give the true and predicted \
+          class and the predicted probability.</li>\n<li>A grey \"n/a\" tile means the method failed or does not \
+          apply to this model; the reason is in the table.</li>\n</ul>\n";
+    s += "<h2>Methods</h2>\n";
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .zip(plans)
+        .zip(caps)
+        .map(|((r, (_, _, light)), cap)| {
+            let params = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+            let status = match &r.note {
+                None => "ok".to_string(),
+                Some(n) => format!("failed: {n}"),
+            };
+            let caps = if cap.is_empty() {
+                String::new()
+            } else {
+                let lo = cap.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = cap.iter().copied().fold(0.0, f32::max);
+                format!("{} – {}", render::fmt_tick(lo), render::fmt_tick(hi))
+            };
+            vec![r.name.clone(), params, light.join(" "), format!("{:.2}", r.seconds), caps, status]
+        })
+        .collect();
+    s += &render::table(
+        &["method", "parameters", "gallery settings (lighter than defaults)", "seconds", "caps", "status"],
+        &rows,
+    );
+    s += "<h2>Digits</h2>\n";
+    let rows: Vec<Vec<String>> = (0..labels.len())
+        .map(|i| {
+            vec![
+                idx[i].to_string(),
+                class_name(names, labels[i]),
+                class_name(names, preds[i][0].0),
+                format!("{:.4}", preds[i][0].1),
+            ]
+        })
+        .collect();
+    s += &render::table(&["test index", "true", "predicted", "probability"], &rows);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lumen_core::candle::DType;
+    use lumen_core::method::MethodProps;
+    use lumen_core::model::{network::init_params, Network, NetworkModel};
+    use lumen_core::registry::MethodEntry;
+    use lumen_core::{Attributor, Explanation, Result};
+
+    struct Broken(bool);
+    impl Attributor for Broken {
+        fn name(&self) -> &str {
+            "broken"
+        }
+        fn attribute(&self, _: &dyn Classifier, _: &Tensor, _: &Target) -> Result<Explanation> {
+            if self.0 {
+                panic!("boom");
+            }
+            Err(lumen_core::Error::unsupported("broken", "needs class kernels"))
+        }
+    }
+    static FAILS: MethodEntry = MethodEntry {
+        name: "test-fails",
+        pack: "gallery-test",
+        summary: "",
+        params: &[],
+        props: MethodProps::NONE,
+        build: |_, _| Ok(Box::new(Broken(false))),
+    };
+    static PANICS: MethodEntry = MethodEntry {
+        name: "test-panics",
+        pack: "gallery-test",
+        summary: "",
+        params: &[],
+        props: MethodProps::NONE,
+        build: |_, _| Ok(Box::new(Broken(true))),
+    };
+
+    fn model() -> NetworkModel {
+        let d = Device::Cpu;
+        let specs = lumen_models::arch::mnist_cnn();
+        let p = init_params(&specs, 7, &d).unwrap();
+        let net = Network::from_spec(&specs, lumen_core::candle_nn::VarBuilder::from_tensors(p, DType::F32, &d)).unwrap();
+        let info = lumen_core::ModelInfo {
+            name: "random-cnn".into(),
+            input_shape: vec![1, 28, 28],
+            labels: (0..10).map(|i| i.to_string()).collect(),
+            input_range: (0.0, 1.0),
+            card: None,
+        };
+        NetworkModel::new(info, net, &d).unwrap()
+    }
+
+    /// A refusing method and a panicking one give blank tiles and notes; the others render.
+    #[test]
+    fn failing_methods_become_notes_and_blank_tiles() {
+        let mut reg = crate::host::registry().unwrap();
+        reg.add_method(&FAILS, "test").unwrap();
+        reg.add_method(&PANICS, "test").unwrap();
+        let m = model();
+        let data = Mnist::load().unwrap();
+        let idx = data.first_of_each_class(Split::Test)[..3].to_vec();
+        let (xs, labels) = data.batch(Split::Test, &idx, &Device::Cpu).unwrap();
+        let results: Vec<MethodResult> = ["saliency", "test-fails", "test-panics"]
+            .iter()
+            .map(|n| run_method(&reg, &m, n, &Params::new(), &xs))
+            .collect();
+        assert!(results[0].note.is_none(), "{:?}", results[0].note);
+        assert_eq!(results[0].maps.as_ref().unwrap().len(), 3);
+        assert!(results[1].note.as_ref().unwrap().contains("needs class kernels"));
+        assert!(results[2].note.as_ref().unwrap().contains("boom"));
+        let preds: Vec<Vec<(usize, f32)>> = (0..3).map(|i| top_k(&m, &xs.narrow(0, i, 1).unwrap(), 1).unwrap()).collect();
+        let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let opts = HeatmapOptions { scale: 2, ..Default::default() };
+        let (grid, caps) = compose(&xs, &labels, &preds, &names, &results, &opts).unwrap();
+        assert_eq!((grid.rows, grid.cols), (3, 4));
+        assert!(grid.get(0, 0).is_some() && grid.get(2, 1).is_some());
+        assert!(grid.get(0, 2).is_none() && grid.get(1, 3).is_none());
+        assert_eq!(caps[0].len(), 3);
+        assert!(caps[1].is_empty());
+        let img = grid.render();
+        assert_eq!(img.dimensions(), (grid.layout().width, grid.layout().height));
+    }
+
+    #[test]
+    fn per_method_parameters_are_split_and_checked() {
+        let ms = vec!["smoothgrad".to_string(), "saliency".to_string()];
+        let p = split_params(&["smoothgrad.inner.steps=5".into(), "saliency.batch_size=2".into()], &ms).unwrap();
+        assert_eq!(p["smoothgrad"], vec!["inner.steps=5"]);
+        assert_eq!(p["saliency"], vec!["batch_size=2"]);
+        assert!(split_params(&["n=5".into()], &ms).unwrap_err().to_string().contains("METHOD.NAME"));
+        assert!(split_params(&["lrp.eps=1".into()], &ms).unwrap_err().to_string().contains("not in the gallery"));
+        assert_eq!(caption("integrated_gradients", 60), "integrated_\ngradients");
+        assert_eq!(caption("saliency", 112), "saliency");
+    }
+}
