@@ -169,7 +169,8 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
 
     let preds: Vec<Vec<(usize, f32)>> =
         (0..idx.len()).map(|i| top_k(model.as_ref(), &xs.narrow(0, i, 1)?, 1)).collect::<anyhow::Result<_>>()?;
-    let (grid, caps) = compose(&xs, &labels, &preds, &info.labels, &results, &opts)?;
+    let title = format!("lumen gallery: {}, predicted class", info.name);
+    let (grid, caps) = compose(&title, &xs, &labels, &preds, &info.labels, &results, &opts)?;
     let png = a.out.join("gallery.png");
     io::save_png(&png, &grid.render())?;
     let html = page_body(&info.name, &idx, &labels, &preds, &info.labels, &results, &plans, &caps, &opts);
@@ -198,6 +199,7 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
 /// Lays out the grid: a row per digit, the input then one column per method.
 /// Returns the grid and each tile's cap (`caps[method][digit]`).
 pub fn compose(
+    title: &str,
     xs: &Tensor,
     labels: &[usize],
     preds: &[Vec<(usize, f32)>],
@@ -208,8 +210,8 @@ pub fn compose(
     let n = labels.len();
     let mut grid = Grid::new(n, results.len() + 1);
     grid.title = Some(format!(
-        "{} maps, capped per tile at the {}th percentile of |map|{}{}",
-        if opts.absolute { "absolute" } else { "signed (blue -, red +)" },
+        "{title}\n{} maps, each tile capped at the {}th percentile of its |map|{}{}",
+        if opts.absolute { "absolute" } else { "signed (red +, blue -)" },
         opts.percentile,
         if opts.times_input { ", times input" } else { "" },
         if opts.overlay { ", over the input" } else { "" },
@@ -392,7 +394,7 @@ mod tests {
         let preds: Vec<Vec<(usize, f32)>> = (0..3).map(|i| top_k(&m, &xs.narrow(0, i, 1).unwrap(), 1).unwrap()).collect();
         let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
         let opts = HeatmapOptions { scale: 2, ..Default::default() };
-        let (grid, caps) = compose(&xs, &labels, &preds, &names, &results, &opts).unwrap();
+        let (grid, caps) = compose("t", &xs, &labels, &preds, &names, &results, &opts).unwrap();
         assert_eq!((grid.rows, grid.cols), (3, 4));
         assert!(grid.get(0, 0).is_some() && grid.get(2, 1).is_some());
         assert!(grid.get(0, 2).is_none() && grid.get(1, 3).is_none());
