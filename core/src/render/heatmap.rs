@@ -70,6 +70,9 @@ impl Default for HeatmapOptions {
     }
 }
 
+/// How far the input is faded towards white under an overlay.
+pub const OVERLAY_LIGHTEN: f32 = 0.45;
+
 /// A reduced, capped map ready to draw.
 #[derive(Debug, Clone)]
 pub struct Heatmap {
@@ -212,8 +215,10 @@ pub fn heatmap(attribution: &Tensor, input: Option<&Tensor>, opts: &HeatmapOptio
         image = RgbImage::from_fn(w as u32 * s, h as u32 * s, |x, y| {
             let (sx, sy) = (x / s, y / s);
             let v = normalized[sy as usize * w + sx as usize];
-            // Weight by strength (sqrt lifts weak evidence) so zero leaves the digit visible.
-            blend(*base.get_pixel(sx, sy), colour(v), opts.overlay_alpha * v.abs().sqrt())
+            // The input is lightened so colour shows on dark ink; weighting by strength
+            // (sqrt lifts weak evidence) lets the digit show where there is none.
+            let under = blend(*base.get_pixel(sx, sy), Rgb([255, 255, 255]), OVERLAY_LIGHTEN);
+            blend(under, colour(v), opts.overlay_alpha * v.abs().sqrt())
         });
     }
     Ok(Heatmap {
@@ -402,8 +407,8 @@ mod tests {
         let x = Tensor::new(&[[[1f32, 0.]]], &d).unwrap();
         let opts = HeatmapOptions { overlay: true, scale: 1, legend: false, percentile: 100.0, ..Default::default() };
         let hm = heatmap(&a, Some(&x), &opts).unwrap();
-        // pixel 0: no evidence, ink (inverted input 1 → black) stays black
-        assert_eq!(*hm.image.get_pixel(0, 0), Rgb([0, 0, 0]));
+        // pixel 0: no evidence, the ink (inverted input 1 → black) shows, lightened
+        assert_eq!(*hm.image.get_pixel(0, 0), Rgb([115, 115, 115]));
         // pixel 1: full evidence on white paper
         assert_eq!(*hm.image.get_pixel(1, 0), blend(Rgb([255, 255, 255]), diverging(1.0), 0.85));
         let inp = input_image(&x, &HeatmapOptions { invert_input: false, scale: 2, ..Default::default() }).unwrap();
