@@ -11,6 +11,7 @@ pub mod io;
 pub mod method;
 pub mod model;
 pub mod params;
+pub mod plugin;
 pub mod registry;
 pub mod render;
 pub mod rules;

@@ -107,6 +107,19 @@ fn insert<T: 'static>(
     Ok(())
 }
 
+/// Fails if another pack already registered `name`.
+fn check_free<T>(map: &BTreeMap<String, Item<T>>, kind: &'static str, name: &str, origin: &Origin) -> Result<()> {
+    match map.get(name) {
+        Some(old) if old.origin.pack != origin.pack => Err(Error::Duplicate {
+            kind,
+            name: name.to_string(),
+            first: old.origin.to_string(),
+            second: origin.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Registry {
     pub fn new() -> Self {
         Self::default()
@@ -124,15 +137,30 @@ impl Registry {
             .collect();
         packs.sort();
         packs.dedup();
+        // Items of loaded plugin libraries are in the inventory too; the loader registers them.
+        packs.retain(|p| !crate::plugin::is_dynamic_pack(p));
         for p in packs {
             r.register_pack(p, "static")?;
         }
         Ok(r)
     }
 
-    /// Registers the inventory items that belong to `pack`.
+    /// Registers the inventory items that belong to `pack`. All or nothing: a name
+    /// already taken by another pack is an error that leaves the registry unchanged.
     pub fn register_pack(&mut self, pack: &str, source: &str) -> Result<usize> {
         let origin = Origin { pack: pack.to_string(), source: source.to_string() };
+        for e in inventory::iter::<MethodEntry>.into_iter().filter(|e| e.pack == pack) {
+            check_free(&self.methods, "method", e.name, &origin)?;
+        }
+        for e in inventory::iter::<ModelEntry>.into_iter().filter(|e| e.pack == pack) {
+            check_free(&self.models, "model", e.name, &origin)?;
+        }
+        for e in inventory::iter::<GeneratorEntry>.into_iter().filter(|e| e.pack == pack) {
+            check_free(&self.generators, "generator", e.name, &origin)?;
+        }
+        for e in inventory::iter::<SamplerEntry>.into_iter().filter(|e| e.pack == pack) {
+            check_free(&self.samplers, "sampler", e.name, &origin)?;
+        }
         let mut n = 0;
         for e in inventory::iter::<MethodEntry>.into_iter().filter(|e| e.pack == pack) {
             insert(&mut self.methods, "method", e.name, e, &origin)?;
@@ -220,15 +248,17 @@ fn lookup<'a, T>(map: &'a BTreeMap<String, Item<T>>, kind: &'static str, name: &
 pub fn guard<T>(pack: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            Err(Error::PluginPanicked { plugin: pack.to_string(), message })
-        }
+        Err(payload) => Err(Error::PluginPanicked { plugin: pack.to_string(), message: panic_message(&*payload) }),
     }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
 }
 
 /// An attributor whose calls are contained with `catch_unwind`.
