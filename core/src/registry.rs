@@ -53,6 +53,8 @@ pub struct SamplerEntry {
     pub params: &'static [ParamSpec],
     /// Builds the sampler; `train` is the training data `[N, C, H, W]` to fit on.
     pub build: fn(&Args, &Tensor) -> Result<Box<dyn Sampler>>,
+    /// Loads a sampler that `Sampler::save` wrote (fitted once per data set).
+    pub load: fn(&Args, &std::path::Path) -> Result<Box<dyn Sampler>>,
 }
 inventory::collect!(SamplerEntry);
 
@@ -237,6 +239,16 @@ impl Registry {
         let item = lookup(&self.samplers, "sampler", name)?;
         let args = Args::new(name, item.entry.params, params)?;
         guard(&item.origin.pack, || (item.entry.build)(&args, train))
+    }
+
+    pub fn load_sampler(&self, name: &str, params: &Params, path: &std::path::Path) -> Result<Box<dyn Sampler>> {
+        let item = lookup(&self.samplers, "sampler", name)?;
+        let args = Args::new(name, item.entry.params, params)?;
+        guard(&item.origin.pack, || (item.entry.load)(&args, path))
+    }
+
+    pub fn sampler(&self, name: &str) -> Result<&'static SamplerEntry> {
+        lookup(&self.samplers, "sampler", name).map(|i| i.entry)
     }
 }
 

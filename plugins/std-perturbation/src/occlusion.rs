@@ -1,0 +1,160 @@
+//! Occlusion (Zeiler & Fergus, 2014): slide a window over the input, set it to a
+//! baseline, and record how much the target drops. Each pixel gets the average
+//! drop over the windows that cover it.
+
+use crate::windows::{average, broadcast_channels, grid};
+use lumen_core::candle::{DType, Device, Tensor};
+use lumen_core::method::{chunks, prepare};
+use lumen_core::model::ForwardOptions;
+use lumen_core::params::{ParamKind, ParamSpec};
+use lumen_core::target::objective;
+use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
+use std::collections::BTreeMap;
+
+/// Configuration of [`Occlusion`].
+#[derive(Debug, Clone)]
+pub struct OcclusionConfig {
+    /// Window `(h, w)`, over all channels.
+    pub window: (usize, usize),
+    pub strides: (usize, usize),
+    /// The value an occluded pixel takes when there is no baseline tensor.
+    pub baseline: f32,
+    /// A baseline image `[C, H, W]` (or `[1, C, H, W]`) whose window replaces the input's.
+    pub baseline_tensor: Option<Tensor>,
+    /// Forward passes per batch.
+    pub batch_size: usize,
+}
+
+impl Default for OcclusionConfig {
+    fn default() -> Self {
+        OcclusionConfig { window: (4, 4), strides: (1, 1), baseline: 0.0, baseline_tensor: None, batch_size: 256 }
+    }
+}
+
+pub static PARAMS: &[ParamSpec] = &[
+    ParamSpec::new("window", ParamKind::FloatList, "4", "window side, or h,w"),
+    ParamSpec::new("strides", ParamKind::FloatList, "1", "stride, or sy,sx"),
+    ParamSpec::new("baseline", ParamKind::Float, "0", "value of occluded pixels"),
+    ParamSpec::new("baseline_tensor", ParamKind::Tensor, "", "baseline image (.png/.safetensors) instead of a value"),
+    ParamSpec::new("batch_size", ParamKind::Int, "256", "forward passes per batch"),
+];
+
+fn pair(a: &Args, name: &str) -> Result<(usize, usize)> {
+    let v = a.list(name)?;
+    let ok = |x: f64| x >= 1.0 && x.fract() == 0.0;
+    match v.as_slice() {
+        [k] if ok(*k) => Ok((*k as usize, *k as usize)),
+        [h, w] if ok(*h) && ok(*w) => Ok((*h as usize, *w as usize)),
+        _ => Err(Error::bad_param(a.method(), name, "expected one or two positive integers")),
+    }
+}
+
+impl OcclusionConfig {
+    pub fn from_args(a: &Args) -> Result<Self> {
+        Ok(OcclusionConfig {
+            window: pair(a, "window")?,
+            strides: pair(a, "strides")?,
+            baseline: a.f64("baseline")? as f32,
+            baseline_tensor: a.tensor("baseline_tensor", &Device::Cpu)?,
+            batch_size: a.positive("batch_size")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Occlusion {
+    pub config: OcclusionConfig,
+}
+
+impl Occlusion {
+    pub fn new(config: OcclusionConfig) -> Self {
+        Occlusion { config }
+    }
+}
+
+impl Attributor for Occlusion {
+    fn name(&self) -> &str {
+        "occlusion"
+    }
+
+    fn params(&self) -> BTreeMap<String, String> {
+        let c = &self.config;
+        BTreeMap::from([
+            ("window".to_string(), format!("{},{}", c.window.0, c.window.1)),
+            ("strides".to_string(), format!("{},{}", c.strides.0, c.strides.1)),
+            ("baseline".to_string(), c.baseline.to_string()),
+            (
+                "baseline_tensor".to_string(),
+                c.baseline_tensor.as_ref().map(|t| format!("<tensor {:?}>", t.dims())).unwrap_or_default(),
+            ),
+            ("batch_size".to_string(), c.batch_size.to_string()),
+        ])
+    }
+
+    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+        let target = prepare(model, inputs, target)?;
+        let (b, c, h, w) = inputs.dims4().map_err(|_| {
+            Error::unsupported("occlusion", format!("inputs must be images [B, C, H, W], got {:?}", inputs.dims()))
+        })?;
+        let cfg = &self.config;
+        let wins = grid(h, w, cfg.window, cfg.strides)
+            .map_err(|e| Error::bad_param("occlusion", "window", e.to_string()))?;
+        let img_len = c * h * w;
+        let base: Vec<f32> = match &cfg.baseline_tensor {
+            Some(t) => {
+                let t = if t.rank() == 4 && t.dim(0)? == 1 { t.squeeze(0)? } else { t.clone() };
+                if t.dims() != [c, h, w] {
+                    return Err(Error::shape(format!("a baseline of [{c}, {h}, {w}]"), format!("{:?}", t.dims())));
+                }
+                t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?
+            }
+            None => vec![cfg.baseline; img_len],
+        };
+        let dev = model.device().clone();
+        let host = inputs.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let eval = |xs: &Tensor, t: &Target| -> Result<Vec<f64>> {
+            Ok(objective(model, xs, t, ForwardOptions::default())?.0.to_dtype(DType::F64)?.to_vec1()?)
+        };
+        let f0 = eval(&inputs.to_device(&dev)?, &target)?;
+        let pb = indicatif::ProgressBar::new((b * wins.len()) as u64);
+        let mut attribution = Vec::with_capacity(b * img_len);
+        let mut batch = Vec::new();
+        for bi in 0..b {
+            let img = &host[bi * img_len..(bi + 1) * img_len];
+            let mut scores = Vec::with_capacity(wins.len());
+            for r in chunks(wins.len(), cfg.batch_size) {
+                let part = &wins[r];
+                batch.clear();
+                for win in part {
+                    let start = batch.len();
+                    batch.extend_from_slice(img);
+                    let dst = &mut batch[start..];
+                    for ch in 0..c {
+                        for y in win.y..win.y + win.h {
+                            let row = (ch * h + y) * w;
+                            dst[row + win.x..row + win.x + win.w].copy_from_slice(&base[row + win.x..row + win.x + win.w]);
+                        }
+                    }
+                }
+                let xs = Tensor::from_slice(&batch, (part.len(), c, h, w), &dev)?;
+                let t = target.select(bi..bi + 1).repeat_each(part.len());
+                scores.extend(eval(&xs, &t)?.into_iter().map(|f| f0[bi] - f));
+                pb.inc(part.len() as u64);
+            }
+            attribution.extend(broadcast_channels(&average(h, w, &wins, &scores), c));
+        }
+        pb.finish_and_clear();
+        let attribution = Tensor::from_vec(attribution, (b, c, h, w), &Device::Cpu)?.to_device(inputs.device())?;
+        Ok(Explanation::new("occlusion", attribution, target)
+            .with_params(self.params())
+            .with_diag("windows", wins.len()))
+    }
+}
+
+lumen_core::submit_method!(
+    "occlusion",
+    "occlusion: the drop of the target when a sliding window is set to a baseline, averaged per pixel",
+    PARAMS,
+    MethodProps::NONE,
+    |a, _| Ok(Box::new(Occlusion::new(OcclusionConfig::from_args(a)?))),
+);
