@@ -1,7 +1,21 @@
-//! Standard gradient methods. Every item registers itself with `inventory`; the
-//! host reaches it through the registry like any other pack.
+//! Standard gradient methods: saliency, input × gradient, integrated gradients and
+//! the noise tunnel (SmoothGrad, SmoothGrad², VarGrad) around any method. Every item
+//! registers itself with `inventory`; the host reaches it through the registry like
+//! any other pack.
 
+pub mod input_x_gradient;
+pub mod integrated_gradients;
+pub mod noise_tunnel;
 pub mod saliency;
+mod util;
+
+pub use input_x_gradient::{InputXGradient, InputXGradientConfig};
+pub use integrated_gradients::{Baseline, IntegratedGradients, IntegratedGradientsConfig, Scheme};
+pub use noise_tunnel::{Aggregation, NoiseTunnel, NoiseTunnelConfig};
+pub use saliency::{Saliency, SaliencyConfig};
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}
+
+#[cfg(test)]
+mod tests;

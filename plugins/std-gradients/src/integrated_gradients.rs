@@ -1,0 +1,493 @@
+//! Integrated Gradients (Sundararajan et al. 2017): the path integral of the gradient
+//! along the straight line from a baseline `b` to the input `x`, times `x − b`:
+//!
+//! `IG_i(x) = (x_i − b_i) · ∫₀¹ ∂f(b + α(x − b))/∂x_i dα ≈ (x_i − b_i) · Σ_k w_k ∂f(b + α_k(x − b))/∂x_i`
+//!
+//! The quadrature (α_k, w_k) is one of the Riemann rules, the trapezoid rule or
+//! Gauss–Legendre. Completeness says `Σ_i IG_i = f(x) − f(b)`; the gap, per example,
+//! is reported in `diagnostics["completeness_delta"]` (and relative to
+//! `|f(x) − f(b)|` in `completeness_delta_relative`). Several baselines are averaged
+//! (the delta is then taken against the mean `f(b)`). The `steps × examples` path
+//! points are evaluated in chunks of `batch_size`.
+
+use crate::util::{example_ids, example_rngs, per_row, progress};
+use lumen_core::candle::{DType, Device, Tensor};
+use lumen_core::method::{chunks, gradient, prepare};
+use lumen_core::model::ForwardOptions;
+use lumen_core::params::{ParamKind, ParamSpec};
+use lumen_core::target::objective;
+use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
+use rand::Rng;
+use std::collections::BTreeMap;
+
+/// The quadrature along the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// α_k = k/m, k = 0..m−1.
+    RiemannLeft,
+    /// α_k = (k+1)/m.
+    RiemannRight,
+    /// α_k = (k+½)/m.
+    RiemannMiddle,
+    /// α_k = k/(m−1), half weight at both ends (m ≥ 2).
+    Trapezoid,
+    /// Gauss–Legendre nodes and weights mapped to [0, 1].
+    GaussLegendre,
+}
+
+impl Scheme {
+    pub const NAMES: &'static [&'static str] =
+        &["riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::RiemannLeft => "riemann_left",
+            Scheme::RiemannRight => "riemann_right",
+            Scheme::RiemannMiddle => "riemann_middle",
+            Scheme::Trapezoid => "trapezoid",
+            Scheme::GaussLegendre => "gauss_legendre",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Scheme> {
+        Ok(match s {
+            "riemann_left" => Scheme::RiemannLeft,
+            "riemann_right" => Scheme::RiemannRight,
+            "riemann_middle" => Scheme::RiemannMiddle,
+            "trapezoid" => Scheme::Trapezoid,
+            "gauss_legendre" => Scheme::GaussLegendre,
+            other => {
+                return Err(Error::bad_param(
+                    "integrated_gradients",
+                    "scheme",
+                    format!("'{other}' is not one of {}", Self::NAMES.join(", ")),
+                ))
+            }
+        })
+    }
+
+    /// Nodes α_k ∈ [0, 1] and weights w_k (Σ w_k = 1) for `steps` gradient evaluations.
+    pub fn nodes(self, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+        let bad = |r: &str| Error::bad_param("integrated_gradients", "steps", r);
+        if steps == 0 {
+            return Err(bad("must be ≥ 1"));
+        }
+        let m = steps as f64;
+        Ok(match self {
+            Scheme::RiemannLeft => ((0..steps).map(|k| k as f64 / m).collect(), vec![1.0 / m; steps]),
+            Scheme::RiemannRight => ((0..steps).map(|k| (k + 1) as f64 / m).collect(), vec![1.0 / m; steps]),
+            Scheme::RiemannMiddle => ((0..steps).map(|k| (k as f64 + 0.5) / m).collect(), vec![1.0 / m; steps]),
+            Scheme::Trapezoid => {
+                if steps < 2 {
+                    return Err(bad("the trapezoid rule needs at least 2 steps"));
+                }
+                let h = 1.0 / (m - 1.0);
+                let mut w = vec![h; steps];
+                w[0] = h / 2.0;
+                w[steps - 1] = h / 2.0;
+                ((0..steps).map(|k| k as f64 * h).collect(), w)
+            }
+            Scheme::GaussLegendre => {
+                let (t, w) = gauss_legendre(steps);
+                (t.iter().map(|t| (t + 1.0) / 2.0).collect(), w.iter().map(|w| w / 2.0).collect())
+            }
+        })
+    }
+}
+
+/// Gauss–Legendre nodes (ascending) and weights on [−1, 1]: the roots of the Legendre
+/// polynomial P_n, found by Newton's method from Chebyshev-like initial guesses, with
+/// `w_i = 2 / ((1 − x_i²) P_n'(x_i)²)`.
+pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
+    // P_n(z) and P_n'(z) by the three-term recurrence.
+    let legendre = |z: f64| {
+        let (mut p0, mut p1) = (1.0, z);
+        for k in 1..n {
+            let k = k as f64;
+            let p2 = ((2.0 * k + 1.0) * z * p1 - k * p0) / (k + 1.0);
+            p0 = p1;
+            p1 = p2;
+        }
+        let dp = n as f64 * (z * p1 - p0) / (z * z - 1.0);
+        (p1, dp)
+    };
+    let mut nodes = Vec::with_capacity(n);
+    let mut weights = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut z = (std::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
+        for _ in 0..100 {
+            let (p, dp) = legendre(z);
+            let dz = p / dp;
+            z -= dz;
+            if dz.abs() < 1e-15 {
+                break;
+            }
+        }
+        let (_, dp) = legendre(z);
+        nodes.push(z);
+        weights.push(2.0 / ((1.0 - z * z) * dp * dp));
+    }
+    nodes.reverse();
+    weights.reverse();
+    (nodes, weights)
+}
+
+/// Where the integration path starts.
+#[derive(Debug, Clone)]
+pub enum Baseline {
+    /// All zeros.
+    Zero,
+    /// Every feature set to this value.
+    Constant(f64),
+    /// The input blurred by a Gaussian of this σ (in pixels) over its spatial dims.
+    Blur { sigma: f64 },
+    /// Uniform noise over the model's input range, from the seed (one draw per example).
+    Uniform,
+    /// A user tensor: one input (broadcast over the batch) or the whole batch.
+    Tensor(Tensor),
+}
+
+impl Baseline {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Baseline::Zero => "zero",
+            Baseline::Constant(_) => "constant",
+            Baseline::Blur { .. } => "blur",
+            Baseline::Uniform => "uniform",
+            Baseline::Tensor(_) => "tensor",
+        }
+    }
+}
+
+/// Configuration of [`IntegratedGradients`].
+#[derive(Debug, Clone)]
+pub struct IntegratedGradientsConfig {
+    /// Gradient evaluations along each path.
+    pub steps: usize,
+    pub scheme: Scheme,
+    /// Baselines; the attributions of several are averaged.
+    pub baselines: Vec<Baseline>,
+    /// Path points (examples × steps) per forward/backward pass.
+    pub batch_size: usize,
+    /// Seed of the uniform-noise baselines.
+    pub seed: u64,
+}
+
+impl Default for IntegratedGradientsConfig {
+    fn default() -> Self {
+        IntegratedGradientsConfig {
+            steps: 50,
+            scheme: Scheme::GaussLegendre,
+            baselines: vec![Baseline::Zero],
+            batch_size: 64,
+            seed: 0,
+        }
+    }
+}
+
+pub static PARAMS: &[ParamSpec] = &[
+    ParamSpec::new("steps", ParamKind::Int, "50", "gradient evaluations along the path"),
+    ParamSpec::new("scheme", ParamKind::Choice(Scheme::NAMES), "gauss_legendre", "quadrature along the path"),
+    ParamSpec::new(
+        "baseline",
+        ParamKind::Str,
+        "zero",
+        "comma-separated baselines, averaged: zero, constant, blur, uniform, tensor",
+    ),
+    ParamSpec::new("baseline_value", ParamKind::Float, "0", "value of the 'constant' baseline"),
+    ParamSpec::new("blur_sigma", ParamKind::Float, "5", "σ (pixels) of the 'blur' baseline's Gaussian"),
+    ParamSpec::new(
+        "baseline_tensor",
+        ParamKind::Tensor,
+        "",
+        "the 'tensor' baseline (.safetensors or .png): one input, or the whole batch",
+    ),
+    ParamSpec::new("seed", ParamKind::Int, "0", "seed of the 'uniform' baselines"),
+    ParamSpec::new("batch_size", ParamKind::Int, "64", "path points per forward/backward pass"),
+];
+
+pub const PROPS: MethodProps = MethodProps { multiplies_input: true, completeness: true, ..MethodProps::NONE };
+
+#[derive(Debug, Clone, Default)]
+pub struct IntegratedGradients {
+    pub config: IntegratedGradientsConfig,
+}
+
+impl IntegratedGradients {
+    pub fn new(config: IntegratedGradientsConfig) -> Self {
+        IntegratedGradients { config }
+    }
+
+    pub fn from_args(a: &Args) -> Result<Self> {
+        let bad = |name: &str, r: String| Error::bad_param("integrated_gradients", name, r);
+        let user = a.tensor("baseline_tensor", &Device::Cpu)?;
+        let words = if !a.is_set("baseline") && user.is_some() { "tensor".to_string() } else { a.string("baseline")? };
+        let mut baselines = vec![];
+        for w in words.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            baselines.push(match w {
+                "zero" => Baseline::Zero,
+                "constant" => Baseline::Constant(a.f64("baseline_value")?),
+                "blur" => {
+                    let sigma = a.f64("blur_sigma")?;
+                    if sigma < 0.0 {
+                        return Err(bad("blur_sigma", format!("must be ≥ 0, got {sigma}")));
+                    }
+                    Baseline::Blur { sigma }
+                }
+                "uniform" => Baseline::Uniform,
+                "tensor" => Baseline::Tensor(
+                    user.clone().ok_or_else(|| bad("baseline", "'tensor' needs baseline_tensor=PATH".into()))?,
+                ),
+                other => {
+                    return Err(bad(
+                        "baseline",
+                        format!("'{other}' is not one of zero, constant, blur, uniform, tensor"),
+                    ))
+                }
+            });
+        }
+        if baselines.is_empty() {
+            return Err(bad("baseline", "no baseline given".into()));
+        }
+        let config = IntegratedGradientsConfig {
+            steps: a.positive("steps")?,
+            scheme: Scheme::parse(&a.string("scheme")?)?,
+            baselines,
+            batch_size: a.positive("batch_size")?,
+            seed: a.u64("seed")?,
+        };
+        config.scheme.nodes(config.steps)?; // reject e.g. trapezoid with 1 step now
+        Ok(Self::new(config))
+    }
+
+    /// The baseline batch for `xs` (same shape, dtype and device).
+    pub fn baseline(&self, model: &dyn Classifier, xs: &Tensor, base: &Baseline, stream: u64) -> Result<Tensor> {
+        Ok(match base {
+            Baseline::Zero => xs.zeros_like()?,
+            Baseline::Constant(c) => xs.zeros_like()?.affine(0.0, *c)?,
+            Baseline::Blur { sigma } => gaussian_blur(xs, *sigma)?,
+            Baseline::Uniform => {
+                let (lo, hi) = model.info().input_range;
+                let (lo, hi) = if hi > lo { (lo, hi) } else { (0.0, 1.0) };
+                let d = xs.elem_count() / xs.dim(0)?;
+                let mut data = Vec::with_capacity(xs.elem_count());
+                for mut rng in example_rngs(xs, self.config.seed, stream)? {
+                    data.extend((0..d).map(|_| rng.gen_range(lo..hi)));
+                }
+                Tensor::from_vec(data, xs.shape(), xs.device())?.to_dtype(xs.dtype())?
+            }
+            Baseline::Tensor(t) => {
+                let t = t.to_device(xs.device())?.to_dtype(xs.dtype())?;
+                if t.dims() == xs.dims() {
+                    t
+                } else if t.dims() == &xs.dims()[1..] {
+                    t.unsqueeze(0)?.broadcast_as(xs.shape())?.contiguous()?
+                } else {
+                    return Err(Error::shape(
+                        format!("a baseline of shape {:?} or {:?}", &xs.dims()[1..], xs.dims()),
+                        format!("{:?}", t.dims()),
+                    ));
+                }
+            }
+        })
+    }
+}
+
+/// The target's objective per example, without gradients, in chunks.
+pub fn objective_values(model: &dyn Classifier, xs: &Tensor, target: &Target, batch_size: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(xs.dim(0)?);
+    for r in chunks(xs.dim(0)?, batch_size) {
+        let x = xs.narrow(0, r.start, r.len())?.detach();
+        let (obj, _) = objective(model, &x, &target.select(r), ForwardOptions::default())?;
+        out.extend(obj.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+    }
+    Ok(out)
+}
+
+/// Gaussian blur over the spatial dims (the last two for `[B, C, H, W]`, the last for
+/// lower ranks), with edges replicated; σ in pixels.
+pub fn gaussian_blur(xs: &Tensor, sigma: f64) -> Result<Tensor> {
+    if sigma == 0.0 {
+        return Ok(xs.clone());
+    }
+    let dims = xs.dims().to_vec();
+    let rank = dims.len();
+    let (h, w) = if rank >= 4 { (dims[rank - 2], dims[rank - 1]) } else { (1, dims[rank - 1]) };
+    let r = (3.0 * sigma).ceil() as usize;
+    let mut k: Vec<f32> = (-(r as i64)..=r as i64).map(|i| (-((i * i) as f64) / (2.0 * sigma * sigma)).exp() as f32).collect();
+    let total: f32 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= total);
+    let dev = xs.device();
+    let n = xs.elem_count() / (h * w);
+    let mut y = xs.to_dtype(DType::F32)?.reshape((n, 1, h, w))?;
+    let kw = Tensor::from_vec(k.clone(), (1, 1, 1, 2 * r + 1), dev)?;
+    y = y.pad_with_same(3, r, r)?.conv2d(&kw, 0, 1, 1, 1)?;
+    if h > 1 {
+        let kh = Tensor::from_vec(k, (1, 1, 2 * r + 1, 1), dev)?;
+        y = y.pad_with_same(2, r, r)?.conv2d(&kh, 0, 1, 1, 1)?;
+    }
+    Ok(y.reshape(dims)?.to_dtype(xs.dtype())?)
+}
+
+impl Attributor for IntegratedGradients {
+    fn name(&self) -> &str {
+        "integrated_gradients"
+    }
+    fn props(&self) -> MethodProps {
+        PROPS
+    }
+    fn params(&self) -> BTreeMap<String, String> {
+        let c = &self.config;
+        let mut p = BTreeMap::from([
+            ("steps".to_string(), c.steps.to_string()),
+            ("scheme".to_string(), c.scheme.name().to_string()),
+            ("baseline".to_string(), c.baselines.iter().map(|b| b.name()).collect::<Vec<_>>().join(",")),
+            ("batch_size".to_string(), c.batch_size.to_string()),
+            ("seed".to_string(), c.seed.to_string()),
+        ]);
+        for b in &c.baselines {
+            match b {
+                Baseline::Constant(v) => {
+                    p.insert("baseline_value".into(), v.to_string());
+                }
+                Baseline::Blur { sigma } => {
+                    p.insert("blur_sigma".into(), sigma.to_string());
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+        let target = prepare(model, inputs, target)?;
+        let c = &self.config;
+        let (alphas, weights) = c.scheme.nodes(c.steps)?;
+        let m = alphas.len();
+        let (b, rank, dev) = (inputs.dim(0)?, inputs.rank(), inputs.device());
+        let inputs = inputs.detach();
+        let f_x = objective_values(model, &inputs, &target, c.batch_size)?;
+        let mut f_b = vec![0f64; b];
+        let rows_target = target.repeat_each(m);
+        let n_chunks = c.baselines.len() * (b * m).div_ceil(c.batch_size);
+        let pb = progress(n_chunks, "integrated gradients");
+        let mut total: Option<Tensor> = None;
+        for (j, base) in c.baselines.iter().enumerate() {
+            let bl = self.baseline(model, &inputs, base, j as u64)?;
+            for (acc, v) in f_b.iter_mut().zip(objective_values(model, &bl, &target, c.batch_size)?) {
+                *acc += v;
+            }
+            let diff = (&inputs - &bl)?;
+            // Σ_k w_k ∇f(b + α_k (x − b)), accumulated per example.
+            let mut acc = inputs.zeros_like()?;
+            for r in chunks(b * m, c.batch_size) {
+                let ids = example_ids(&r, m, dev)?;
+                let a = per_row(r.clone().map(|i| alphas[i % m] as f32).collect(), rank, dev)?;
+                let w = per_row(r.clone().map(|i| weights[i % m] as f32).collect(), rank, dev)?;
+                let a = a.to_dtype(inputs.dtype())?;
+                let w = w.to_dtype(inputs.dtype())?;
+                let pts = bl.index_select(&ids, 0)?.add(&diff.index_select(&ids, 0)?.broadcast_mul(&a)?)?;
+                let g = gradient(model, &pts, &rows_target.select(r.clone()), ForwardOptions::default())?.grad;
+                acc = acc.index_add(&ids, &g.broadcast_mul(&w)?, 0)?;
+                pb.inc(1);
+            }
+            let attr = (diff * acc)?;
+            total = Some(match total {
+                None => attr,
+                Some(t) => (t + attr)?,
+            });
+        }
+        pb.finish_and_clear();
+        let nb = c.baselines.len();
+        let mut attr = total.ok_or_else(|| Error::bad_param("integrated_gradients", "baseline", "no baseline given"))?;
+        if nb > 1 {
+            attr = attr.affine(1.0 / nb as f64, 0.0)?;
+            f_b.iter_mut().for_each(|v| *v /= nb as f64);
+        }
+        let sums = attr.flatten_from(1)?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let delta: Vec<f64> = sums.iter().zip(f_x.iter().zip(&f_b)).map(|(s, (fx, fb))| s - (fx - fb)).collect();
+        let rel: Vec<f64> = delta.iter().zip(f_x.iter().zip(&f_b)).map(|(d, (fx, fb))| d / (fx - fb).abs()).collect();
+        let mut e = Explanation::new("integrated_gradients", attr, target)
+            .with_params(self.params())
+            .with_diag("completeness_delta", delta)
+            .with_diag("completeness_delta_relative", rel)
+            .with_diag("f_input", f_x)
+            .with_diag("f_baseline", f_b);
+        if c.baselines.iter().any(|b| matches!(b, Baseline::Uniform)) {
+            e.seed = Some(c.seed);
+        }
+        Ok(e)
+    }
+}
+
+lumen_core::submit_method!(
+    "integrated_gradients",
+    "integrated gradients: path integral of the gradient from a baseline, with completeness delta",
+    PARAMS,
+    PROPS,
+    |a, _| Ok(Box::new(IntegratedGradients::from_args(a)?)),
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauss_legendre_matches_known_rules() {
+        let (x, w) = gauss_legendre(3);
+        let s = (0.6f64).sqrt();
+        for (a, b) in x.iter().zip([-s, 0.0, s]) {
+            assert!((a - b).abs() < 1e-14, "{x:?}");
+        }
+        for (a, b) in w.iter().zip([5.0 / 9.0, 8.0 / 9.0, 5.0 / 9.0]) {
+            assert!((a - b).abs() < 1e-14, "{w:?}");
+        }
+        // n points integrate polynomials of degree 2n − 1 exactly: ∫₀¹ α^(2n−1) = 1/(2n)
+        for n in [1usize, 2, 5, 20, 64] {
+            let (a, w) = Scheme::GaussLegendre.nodes(n).unwrap();
+            let p = 2 * n as i32 - 1;
+            let got: f64 = a.iter().zip(&w).map(|(a, w)| w * a.powi(p)).sum();
+            assert!((got - 1.0 / (2 * n) as f64).abs() < 1e-12, "n={n}: {got}");
+            assert!(a.windows(2).all(|p| p[0] < p[1]) && a[0] > 0.0 && a[n - 1] < 1.0);
+        }
+    }
+
+    #[test]
+    fn quadrature_nodes_by_hand() {
+        let (a, w) = Scheme::RiemannLeft.nodes(4).unwrap();
+        assert_eq!((a, w), (vec![0.0, 0.25, 0.5, 0.75], vec![0.25; 4]));
+        let (a, _) = Scheme::RiemannRight.nodes(4).unwrap();
+        assert_eq!(a, vec![0.25, 0.5, 0.75, 1.0]);
+        let (a, _) = Scheme::RiemannMiddle.nodes(4).unwrap();
+        assert_eq!(a, vec![0.125, 0.375, 0.625, 0.875]);
+        let (a, w) = Scheme::Trapezoid.nodes(3).unwrap();
+        assert_eq!((a, w), (vec![0.0, 0.5, 1.0], vec![0.25, 0.5, 0.25]));
+        assert!(Scheme::Trapezoid.nodes(1).is_err());
+        // ∫₀¹ α² = 1/3: trapezoid error h²/6 with h = 1/(m−1); middle −h²/12 with h = 1/m
+        let integ = |s: Scheme, m| {
+            let (a, w) = s.nodes(m).unwrap();
+            a.iter().zip(&w).map(|(a, w)| w * a * a).sum::<f64>()
+        };
+        assert!((integ(Scheme::Trapezoid, 11) - (1.0 / 3.0 + 0.01 / 6.0)).abs() < 1e-12);
+        assert!((integ(Scheme::RiemannMiddle, 10) - (1.0 / 3.0 - 0.01 / 12.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn blur_is_normalised_and_smooths() {
+        let d = Device::Cpu;
+        // a constant image stays constant (edges replicated); an impulse spreads out
+        let x = Tensor::full(0.7f32, (1, 1, 9, 9), &d).unwrap();
+        let y = gaussian_blur(&x, 1.5).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(y.iter().all(|v| (v - 0.7).abs() < 1e-6));
+        let mut v = vec![0f32; 81];
+        v[40] = 1.0;
+        let x = Tensor::from_vec(v, (1, 1, 9, 9), &d).unwrap();
+        let y = gaussian_blur(&x, 1.0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let g = |i: i32| (-(i * i) as f32 / 2.0).exp();
+        let norm: f32 = (-3..=3).map(g).sum();
+        // separable: the centre is g(0)²/norm², a neighbour g(0)g(1)/norm²
+        assert!((y[40] - 1.0 / (norm * norm)).abs() < 1e-6, "{}", y[40]);
+        assert!((y[41] - g(1) / (norm * norm)).abs() < 1e-6);
+        assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+}

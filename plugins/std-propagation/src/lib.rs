@@ -1,0 +1,10 @@
+//! Standard propagation methods: gradients through a modified backward pass, taken
+//! from a named rule preset (`lumen_core::rules::presets`) and applied through the
+//! rule-aware forward pass. Every item registers itself with `inventory`.
+
+pub mod modified;
+
+pub use modified::{ModifiedGradient, ModifiedGradientConfig};
+
+/// Forces the linker to keep this pack's registrations when linked statically.
+pub fn link() {}
