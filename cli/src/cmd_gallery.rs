@@ -164,6 +164,7 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
         plans.push((m.clone(), Params::parse_pairs(&pairs)?, light));
     }
 
+    let started = Instant::now();
     let pb = ProgressBar::new(plans.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{spinner} gallery [{bar:30}] {pos}/{len} {msg} ({elapsed})")
@@ -203,11 +204,12 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
     io::write_atomic(a.out.join("gallery.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     let failed = results.iter().filter(|r| r.note.is_some()).count();
     println!(
-        "wrote {} and {} ({} methods, {} failed; see the page for notes)",
+        "wrote {} and {} ({} methods, {} failed, {:.1} s; see the page for notes)",
         png.display(),
         page.display(),
         results.len(),
-        failed
+        failed,
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
