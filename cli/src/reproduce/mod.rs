@@ -2,6 +2,8 @@
 //! writes its figures and tables (by default under `docs/`). Each experiment lives in
 //! its own module; add a match arm and a line in `EXPERIMENTS` for a new one.
 
+mod pda;
+
 use clap::Args;
 use lumen_core::candle::Device;
 use std::path::PathBuf;
@@ -22,7 +24,9 @@ pub struct ReproduceArgs {
 }
 
 /// (name, what it regenerates)
-pub const EXPERIMENTS: &[(&str, &str)] = &[];
+pub const EXPERIMENTS: &[(&str, &str)] = &[
+    ("pda", "PDA: conditional vs marginal, window sweep, top-5% masks vs saliency, softmax vs logits (docs/pda)"),
+];
 
 pub fn run(a: ReproduceArgs, device: &Device) -> anyhow::Result<()> {
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("docs").join(&a.experiment));
@@ -34,6 +38,7 @@ pub fn run(a: ReproduceArgs, device: &Device) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        "pda" => pda::run(&a, &out, device),
         other => anyhow::bail!(
             "unknown experiment '{other}' (known: {})",
             EXPERIMENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
