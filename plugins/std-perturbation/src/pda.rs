@@ -289,6 +289,8 @@ impl Attributor for Pda {
         let mut class_ids: Vec<u32> = vec![];
         let mut m_classes = 0;
         let mut p_target = vec![];
+        // Where the time goes: sampling and pasting on the host, or forward passes.
+        let (mut t_sample, mut t_forward) = (0f64, 0f64);
         for bi in 0..b {
             let img = &host[bi * img_len..(bi + 1) * img_len];
             let hi = HostImage::new(img, c, h, w)?;
@@ -331,6 +333,7 @@ impl Attributor for Pda {
             let mut batch = Vec::new();
             for r in chunks(wins.len(), wins_per_batch) {
                 let part = &wins[r];
+                let t0 = std::time::Instant::now();
                 patches.clear();
                 self.sampler.sample_windows(&hi, part, s, &mut rng, &mut patches)?;
                 let per = c * k * k * s;
@@ -346,8 +349,11 @@ impl Attributor for Pda {
                 for (i, win) in part.iter().enumerate() {
                     paste(img, c, h, w, win, &patches[i * per..(i + 1) * per], s, &mut batch);
                 }
+                let t1 = std::time::Instant::now();
+                t_sample += (t1 - t0).as_secs_f64();
                 let xs = Tensor::from_slice(&batch, (part.len() * s, c, h, w), &dev)?;
                 let q = quantity.eval(model, &xs)?;
+                t_forward += t1.elapsed().as_secs_f64();
                 for wi in 0..part.len() {
                     let rows = &q[wi * s..(wi + 1) * s];
                     for (ci, &j) in cols.iter().enumerate() {
@@ -382,6 +388,8 @@ impl Attributor for Pda {
             .with_diag("samples", s)
             .with_diag("forward_passes", b * wins.len() * s + b)
             .with_diag("seconds", secs)
+            .with_diag("sampling_seconds", t_sample)
+            .with_diag("forward_seconds", t_forward)
             .with_diag("score", if laplace.is_some() { "weight_of_evidence" } else { "activation_difference" });
         if !p_target.is_empty() {
             e = e.with_diag("p_target", p_target);
