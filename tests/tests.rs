@@ -3,6 +3,8 @@
 
 mod util;
 
+mod cdeepex;
+
 mod bad_input;
 mod cli;
 mod explain;

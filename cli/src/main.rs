@@ -3,6 +3,7 @@
 mod cmd_explain;
 mod cmd_gallery;
 mod cmd_list;
+mod cmd_train_generator;
 mod host;
 mod reproduce;
 
@@ -28,6 +29,8 @@ enum Command {
     Gallery(cmd_gallery::GalleryArgs),
     /// Regenerate a paper's experiment on our models (figures and tables in docs/).
     Reproduce(reproduce::ReproduceArgs),
+    /// Train a generator (VAE) for CDeepEx/xGEMs (seeded) and write its weights and card.
+    TrainGenerator(cmd_train_generator::TrainGeneratorArgs),
 }
 
 fn main() {
@@ -44,6 +47,7 @@ fn main() {
             Command::Explain(a) => cmd_explain::run(a, &device),
             Command::Gallery(a) => cmd_gallery::run(a, &device),
             Command::Reproduce(a) => reproduce::run(a, &device),
+            Command::TrainGenerator(a) => cmd_train_generator::run(a, &device),
         }
     })();
     if let Err(e) = result {

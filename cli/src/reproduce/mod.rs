@@ -2,6 +2,7 @@
 //! writes its figures and tables (by default under `docs/`). Each experiment lives in
 //! its own module; add a match arm and a line in `EXPERIMENTS` for a new one.
 
+mod cdeepex;
 mod pda;
 
 use clap::Args;
@@ -25,6 +26,7 @@ pub struct ReproduceArgs {
 
 /// (name, what it regenerates)
 pub const EXPERIMENTS: &[(&str, &str)] = &[
+    ("cdeepex", "CDeepEx: generator quality, Fig. 5 (third-class wins vs xGEMs, likelihood paths), biased-8 (docs/cdeepex)"),
     ("pda", "PDA: conditional vs marginal, window sweep, top-5% masks vs saliency, softmax vs logits (docs/pda)"),
 ];
 
@@ -39,6 +41,7 @@ pub fn run(a: ReproduceArgs, device: &Device) -> anyhow::Result<()> {
             Ok(())
         }
         "pda" => pda::run(&a, &out, device),
+        "cdeepex" => cdeepex::run(&a, &out, device),
         other => anyhow::bail!(
             "unknown experiment '{other}' (known: {})",
             EXPERIMENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
