@@ -9,3 +9,4 @@ mod bad_input;
 mod cli;
 mod explain;
 mod pda;
+mod script;

@@ -3,6 +3,7 @@
 mod cmd_explain;
 mod cmd_gallery;
 mod cmd_list;
+mod cmd_run;
 mod cmd_train_generator;
 mod host;
 mod reproduce;
@@ -27,6 +28,8 @@ enum Command {
     Explain(cmd_explain::ExplainArgs),
     /// Run every method on one test digit per class: a PNG grid plus an HTML page.
     Gallery(cmd_gallery::GalleryArgs),
+    /// Run a Rhai pipeline script: `lumen run scripts/X.rhai [-- args]`.
+    Run(cmd_run::RunArgs),
     /// Regenerate a paper's experiment on our models (figures and tables in docs/).
     Reproduce(reproduce::ReproduceArgs),
     /// Train a generator (VAE) for CDeepEx/xGEMs (seeded) and write its weights and card.
@@ -46,6 +49,7 @@ fn main() {
             Command::List(a) => cmd_list::run(a, &device),
             Command::Explain(a) => cmd_explain::run(a, &device),
             Command::Gallery(a) => cmd_gallery::run(a, &device),
+            Command::Run(a) => cmd_run::run(a, &device),
             Command::Reproduce(a) => reproduce::run(a, &device),
             Command::TrainGenerator(a) => cmd_train_generator::run(a, &device),
         }
