@@ -5,6 +5,7 @@ mod cmd_gallery;
 mod cmd_list;
 mod cmd_run;
 mod cmd_train_generator;
+mod cmd_train;
 mod host;
 mod reproduce;
 
@@ -34,6 +35,8 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Train a generator (VAE) for CDeepEx/xGEMs (seeded) and write its weights and card.
     TrainGenerator(cmd_train_generator::TrainGeneratorArgs),
+    /// Train a zoo model (seeded) and write its weights and model card.
+    Train(cmd_train::TrainArgs),
 }
 
 fn main() {
@@ -52,6 +55,7 @@ fn main() {
             Command::Run(a) => cmd_run::run(a, &device),
             Command::Reproduce(a) => reproduce::run(a, &device),
             Command::TrainGenerator(a) => cmd_train_generator::run(a, &device),
+            Command::Train(a) => cmd_train::run(a, &device),
         }
     })();
     if let Err(e) = result {

@@ -1,7 +1,12 @@
 //! lumen's model zoo: the shipped MNIST classifiers (architectures, cards, weights),
 //! registered as ordinary pack items.
 
+pub mod adapter;
 pub mod arch;
+pub mod train;
+
+pub use adapter::ModuleClassifier;
+pub use train::{recipe, train, Dataset, TrainConfig, TrainReport, Trained};
 
 use lumen_core::model::NetworkModel;
 use lumen_core::{Classifier, Error, Result};
@@ -21,6 +26,12 @@ pub fn models_dirs() -> Vec<PathBuf> {
     }
     v.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/weights")));
     v
+}
+
+/// This crate's `weights/` directory in the source tree, where `lumen train` writes
+/// by default.
+pub fn source_weights_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/weights"))
 }
 
 /// Path of the card `NAME.toml` in the first models directory that has it.
@@ -47,4 +58,14 @@ lumen_core::submit_model!(
     "mnist-allcnn",
     "MNIST all-convolutional net with one 1×1 class kernel per digit (CLEAR)",
     |d| load_shipped("mnist-allcnn", d)
+);
+lumen_core::submit_model!(
+    "mnist-cnn-noise",
+    "mnist-cnn trained with Gaussian input noise (SmoothGrad §4.2)",
+    |d| load_shipped("mnist-cnn-noise", d)
+);
+lumen_core::submit_model!(
+    "mnist-cnn-biased",
+    "mnist-cnn trained on biased MNIST (a grey square on every training 8; CDeepEx Fig. 6)",
+    |d| load_shipped("mnist-cnn-biased", d)
 );

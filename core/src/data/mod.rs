@@ -1,5 +1,6 @@
 //! Bundled data (MNIST-5k) and input loading.
 
+pub mod biased;
 pub mod mnist;
 
 pub use mnist::{Mnist, Split};
