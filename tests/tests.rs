@@ -10,3 +10,4 @@ mod cli;
 mod explain;
 mod pda;
 mod script;
+mod relevance;

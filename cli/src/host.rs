@@ -6,6 +6,7 @@ use lumen_core::Registry;
 pub fn registry() -> anyhow::Result<Registry> {
     // Referencing each std pack keeps the linker from dropping its registrations.
     lumen_std_gradients::link();
+    lumen_std_relevance::link();
     lumen_std_generators::link();
     lumen_cdeepex::link();
     lumen_std_perturbation::link();

@@ -5,6 +5,7 @@
 mod cdeepex;
 mod pda;
 
+mod genomics;
 use clap::Args;
 use lumen_core::candle::Device;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub struct ReproduceArgs {
 
 /// (name, what it regenerates)
 pub const EXPERIMENTS: &[(&str, &str)] = &[
+    ("genomics", "DeepLIFT §3.2: motif recovery by DeepLIFT vs gradient × input (docs/genomics)"),
+    ("genomics-train", "retrain genomics-cnn on the simulated sequences (models/weights)"),
     ("cdeepex", "CDeepEx: generator quality, Fig. 5 (third-class wins vs xGEMs, likelihood paths), biased-8 (docs/cdeepex)"),
     ("pda", "PDA: conditional vs marginal, window sweep, top-5% masks vs saliency, softmax vs logits (docs/pda)"),
 ];
@@ -42,6 +45,8 @@ pub fn run(a: ReproduceArgs, device: &Device) -> anyhow::Result<()> {
         }
         "pda" => pda::run(&a, &out, device),
         "cdeepex" => cdeepex::run(&a, &out, device),
+        "genomics" => genomics::run(&a, &out, device),
+        "genomics-train" => genomics::train(&a, device),
         other => anyhow::bail!(
             "unknown experiment '{other}' (known: {})",
             EXPERIMENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")

@@ -1,6 +1,7 @@
 //! Bundled data (MNIST-5k) and input loading.
 
 pub mod biased;
+pub mod genomics;
 pub mod mnist;
 
 pub use mnist::{Mnist, Split};

@@ -14,7 +14,9 @@
 //! items ([`CompositeEntry`]), so packs can add their own.
 
 pub mod guided;
+pub mod deeplift;
 mod hook;
+pub mod lrp;
 pub mod presets;
 
 pub use hook::grad_hook;

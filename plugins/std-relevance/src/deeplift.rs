@@ -1,0 +1,460 @@
+//! DeepLIFT (Shrikumar et al. 2016, 2017): contributions `C = m · (x − x_ref)` from
+//! the multipliers of core's DeepLIFT rule presets. The input and its reference run
+//! through the network in one batch. Every explanation reports its
+//! summation-to-delta error `Σ C − (f(x) − f(ref))` per example.
+
+use lumen_core::candle::{DType, Device, Tensor, Var, D};
+use lumen_core::data::{Mnist, Split};
+use lumen_core::method::{chunks, prepare, repeat_each};
+use lumen_core::model::{ForwardOptions, LayerKind, Network};
+use lumen_core::params::{ParamKind, ParamSpec};
+use lumen_core::rules::deeplift::{self as rules, OneHotNormalize};
+use lumen_core::rules::{Matcher, RuleCtx, RuleMap};
+use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The rule for nonlinearities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeepLiftRule {
+    Rescale,
+    RevealCancel,
+}
+
+/// Which reference each input is compared with.
+#[derive(Debug, Clone)]
+pub enum Reference {
+    Zero,
+    Constant(f64),
+    /// Gaussian blur of the input with this σ in pixels (positions).
+    Blur(f64),
+    /// The mean of a data set: of `reference_tensor`'s rows if given, else of the
+    /// MNIST-5k training images (for 28×28 inputs).
+    Mean,
+    /// A user tensor: one reference `[...input]` for all inputs, or one per input.
+    Tensor,
+    /// Average the contributions over `n` references drawn (seeded) from
+    /// `reference_tensor`'s rows or the MNIST-5k training images (DeepLIFT-SHAP).
+    Distribution(usize),
+}
+
+/// Softmax outputs: explain the pre-softmax logits, mean-normalised across classes
+/// (2016 paper, eq. 21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftmaxMode {
+    /// Normalise when the network ends in a softmax layer.
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeepLiftConfig {
+    pub rule: DeepLiftRule,
+    pub reference: Reference,
+    pub reference_tensor: Option<Tensor>,
+    pub seed: u64,
+    pub softmax: SoftmaxMode,
+    /// §2.6 weight normalisation of the first layer, for one-hot inputs.
+    pub onehot: bool,
+    /// `|δx|` below this uses the gradient.
+    pub eps: f64,
+    /// Inputs per pass (each pass also carries their references).
+    pub batch_size: usize,
+}
+
+impl Default for DeepLiftConfig {
+    fn default() -> Self {
+        DeepLiftConfig {
+            rule: DeepLiftRule::Rescale,
+            reference: Reference::Zero,
+            reference_tensor: None,
+            seed: 0,
+            softmax: SoftmaxMode::Auto,
+            onehot: false,
+            eps: rules::DEFAULT_EPS,
+            batch_size: 32,
+        }
+    }
+}
+
+pub static PARAMS: &[ParamSpec] = &[
+    ParamSpec::new("rule", ParamKind::Choice(&["rescale", "revealcancel"]), "rescale", "rule for nonlinearities"),
+    ParamSpec::new(
+        "reference",
+        ParamKind::Choice(&["zero", "constant", "blur", "mean", "tensor", "distribution"]),
+        "zero",
+        "reference input",
+    ),
+    ParamSpec::new("value", ParamKind::Float, "0", "value of the constant reference"),
+    ParamSpec::new("sigma", ParamKind::Float, "3", "σ (pixels) of the blurred reference"),
+    ParamSpec::new("reference_tensor", ParamKind::Tensor, "", "user reference(s) or the pool for mean/distribution"),
+    ParamSpec::new("n_references", ParamKind::Int, "16", "references drawn for reference=distribution"),
+    ParamSpec::new("seed", ParamKind::Int, "0", "seed for drawing references"),
+    ParamSpec::new("softmax", ParamKind::Choice(&["auto", "on", "off"]), "auto", "mean-normalise logits (eq. 21)"),
+    ParamSpec::new("onehot", ParamKind::Bool, "false", "§2.6 first-layer normalisation for one-hot inputs"),
+    ParamSpec::new("eps", ParamKind::Float, "1e-6", "|δx| below this falls back to the gradient"),
+    ParamSpec::new("batch_size", ParamKind::Int, "32", "inputs per pass"),
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct DeepLift {
+    pub config: DeepLiftConfig,
+}
+
+impl DeepLift {
+    pub fn new(config: DeepLiftConfig) -> Self {
+        DeepLift { config }
+    }
+
+    pub fn from_args(a: &Args) -> Result<Self> {
+        let rule = match a.string("rule")?.as_str() {
+            "revealcancel" => DeepLiftRule::RevealCancel,
+            _ => DeepLiftRule::Rescale,
+        };
+        let sigma = a.f64("sigma")?;
+        let reference = match a.string("reference")?.as_str() {
+            "constant" => Reference::Constant(a.f64("value")?),
+            "blur" if sigma <= 0.0 => return Err(Error::bad_param("deeplift", "sigma", "must be > 0")),
+            "blur" => Reference::Blur(sigma),
+            "mean" => Reference::Mean,
+            "tensor" => Reference::Tensor,
+            "distribution" => Reference::Distribution(a.positive("n_references")?),
+            _ => Reference::Zero,
+        };
+        let reference_tensor = a.tensor("reference_tensor", &Device::Cpu)?;
+        if matches!(reference, Reference::Tensor) && reference_tensor.is_none() {
+            return Err(Error::bad_param("deeplift", "reference_tensor", "is required with reference=tensor"));
+        }
+        let softmax = match a.string("softmax")?.as_str() {
+            "on" => SoftmaxMode::On,
+            "off" => SoftmaxMode::Off,
+            _ => SoftmaxMode::Auto,
+        };
+        let eps = a.f64("eps")?;
+        if eps < 0.0 {
+            return Err(Error::bad_param("deeplift", "eps", "must be ≥ 0"));
+        }
+        Ok(DeepLift::new(DeepLiftConfig {
+            rule,
+            reference,
+            reference_tensor,
+            seed: a.u64("seed")?,
+            softmax,
+            onehot: a.bool("onehot")?,
+            eps,
+            batch_size: a.positive("batch_size")?,
+        }))
+    }
+
+    fn composite(&self) -> RuleMap {
+        let m = match self.config.rule {
+            DeepLiftRule::Rescale => rules::rescale_composite(),
+            DeepLiftRule::RevealCancel => rules::revealcancel_composite(),
+        };
+        if self.config.onehot {
+            m.prepend(Matcher::FirstParam, Arc::new(OneHotNormalize))
+        } else {
+            m
+        }
+    }
+
+    /// References for a chunk `xs` `[b, ...]`: `[b·r, ...]`, grouped by input, and `r`.
+    fn references(&self, xs: &Tensor, pool: &Option<Tensor>, rng: &mut StdRng) -> Result<(Tensor, usize)> {
+        let b = xs.dim(0)?;
+        let item: Vec<usize> = xs.dims()[1..].to_vec();
+        let per_item = |t: &Tensor| -> Result<Tensor> {
+            let mut shape = vec![b];
+            shape.extend(&item);
+            Ok(t.unsqueeze(0)?.broadcast_as(shape)?.contiguous()?)
+        };
+        Ok(match &self.config.reference {
+            Reference::Zero => (xs.zeros_like()?, 1),
+            Reference::Constant(v) => ((xs.zeros_like()? + *v)?, 1),
+            Reference::Blur(sigma) => (gaussian_blur(xs, *sigma)?, 1),
+            Reference::Mean => {
+                let pool = pool.as_ref().ok_or_else(|| no_pool("mean", &item))?;
+                (per_item(&pool.mean(0)?)?, 1)
+            }
+            Reference::Tensor => {
+                let t = self.config.reference_tensor.as_ref().ok_or_else(|| {
+                    Error::bad_param("deeplift", "reference_tensor", "is required with reference=tensor")
+                })?;
+                let t = t.to_device(xs.device())?.to_dtype(xs.dtype())?;
+                if t.dims() == item.as_slice() {
+                    (per_item(&t)?, 1)
+                } else if t.dims() == xs.dims() {
+                    (t, 1)
+                } else {
+                    return Err(Error::bad_param(
+                        "deeplift",
+                        "reference_tensor",
+                        format!("has shape {:?}; expected {:?} or one per input {:?}", t.dims(), item, xs.dims()),
+                    ));
+                }
+            }
+            Reference::Distribution(r) => {
+                let pool = pool.as_ref().ok_or_else(|| no_pool("distribution", &item))?;
+                let k = pool.dim(0)?;
+                let idx: Vec<u32> = (0..b * r).map(|_| rng.gen_range(0..k) as u32).collect();
+                let idx = Tensor::from_vec(idx, b * r, pool.device())?;
+                (pool.index_select(&idx, 0)?.to_device(xs.device())?, *r)
+            }
+        })
+    }
+
+    /// The pool of examples that `mean` and `distribution` draw from.
+    fn pool(&self, model: &dyn Classifier) -> Result<Option<Tensor>> {
+        if !matches!(self.config.reference, Reference::Mean | Reference::Distribution(_)) {
+            return Ok(None);
+        }
+        let dev = model.device();
+        if let Some(t) = &self.config.reference_tensor {
+            let t = t.to_device(dev)?.to_dtype(DType::F32)?;
+            if t.rank() != model.info().input_shape.len() + 1 || t.dims()[1..] != model.info().input_shape[..] {
+                return Err(Error::bad_param(
+                    "deeplift",
+                    "reference_tensor",
+                    format!("a pool of references must be [N, {:?}], got {:?}", model.info().input_shape, t.dims()),
+                ));
+            }
+            return Ok(Some(t));
+        }
+        if model.info().input_shape == [1, 28, 28] {
+            return Ok(Some(Mnist::load()?.all(Split::Train, dev)?.0));
+        }
+        Ok(None)
+    }
+
+    /// Explains one chunk: (contributions `[b, ...]`, Σ C `[b]`, δ `[b]`).
+    fn chunk(
+        &self,
+        model: &dyn Classifier,
+        xs: &Tensor,
+        target: &Target,
+        pool: &Option<Tensor>,
+        rng: &mut StdRng,
+        normalise: bool,
+        stop_after: &Option<String>,
+    ) -> Result<(Tensor, Vec<f32>, Vec<f32>)> {
+        let b = xs.dim(0)?;
+        let (refs, r) = self.references(xs, pool, rng)?;
+        let xr = if r == 1 { xs.clone() } else { repeat_each(xs, r)? };
+        let n = b * r;
+        let var = Var::from_tensor(&xr.detach())?;
+        let batch = Tensor::cat(&[var.as_tensor(), &refs.detach()], 0)?;
+        let t1 = target.repeat_each(r);
+        let both = match &t1 {
+            Target::Classes(v) => Target::Classes(v.iter().chain(v).copied().collect()),
+            Target::Contrast { a, b } => {
+                Target::Contrast { a: a.iter().chain(a).copied().collect(), b: b.iter().chain(b).copied().collect() }
+            }
+            other => other.clone(),
+        };
+        let composite = self.composite();
+        let mut ctx = RuleCtx::with_reference_split(n);
+        ctx.options.insert(rules::EPS_KEY.into(), self.config.eps);
+        let opts = ForwardOptions { composite: Some(&composite), stop_after: stop_after.clone(), ctx, ..Default::default() };
+        let obj = objective(model, &batch, &both, opts, normalise)?;
+        let (oi, or) = (obj.narrow(0, 0, n)?, obj.narrow(0, n, n)?);
+        let grads = oi.sum_all()?.backward()?;
+        let m = match grads.get(var.as_tensor()) {
+            Some(g) => g.clone(),
+            None => xr.zeros_like()?,
+        };
+        let c = (m * (&xr - &refs)?)?;
+        let mut shape = vec![b, r];
+        shape.extend(&xs.dims()[1..]);
+        let c = c.reshape(shape)?.mean(1)?;
+        let sum_c = c.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?;
+        let delta = (oi.detach() - or.detach())?.reshape((b, r))?.mean(1)?.to_vec1::<f32>()?;
+        Ok((c, sum_c, delta))
+    }
+}
+
+fn no_pool(kind: &str, shape: &[usize]) -> Error {
+    Error::bad_param(
+        "deeplift",
+        "reference_tensor",
+        format!("reference={kind} needs a pool of examples [N, {shape:?}] (only MNIST-shaped models have a default)"),
+    )
+}
+
+/// The objective per row of the `2n` batch; logits mean-normalised across classes
+/// when `normalise` (so a change that moves every class equally contributes zero).
+fn objective(model: &dyn Classifier, xs: &Tensor, target: &Target, opts: ForwardOptions, normalise: bool) -> Result<Tensor> {
+    let dev = xs.device();
+    let gather = |out: &Tensor, v: &[usize]| -> Result<Tensor> {
+        let idx = Tensor::from_vec(v.iter().map(|c| *c as u32).collect::<Vec<_>>(), (v.len(), 1), dev)?;
+        Ok(out.gather(&idx, 1)?.squeeze(1)?)
+    };
+    match target {
+        Target::Classes(_) | Target::Contrast { .. } => {
+            let mut out = model.forward_with(xs, &opts)?.output;
+            if out.rank() != 2 {
+                return Err(Error::BadTarget(format!("a class target needs [B, K] outputs, got {:?}", out.dims())));
+            }
+            if normalise {
+                out = out.broadcast_sub(&out.mean_keepdim(D::Minus1)?)?;
+            }
+            match target {
+                Target::Classes(v) => gather(&out, v),
+                Target::Contrast { a, b } => Ok((gather(&out, a)? - gather(&out, b)?)?),
+                _ => unreachable!("matched above"),
+            }
+        }
+        other => Ok(lumen_core::target::objective(model, xs, other, opts)?.0),
+    }
+}
+
+/// Gaussian blur over the spatial dims (the last one for `[B, C, L]`, the last two
+/// for `[B, C, H, W]`), clamping at the borders.
+pub fn gaussian_blur(xs: &Tensor, sigma: f64) -> Result<Tensor> {
+    let dims = xs.dims().to_vec();
+    if dims.len() < 3 {
+        return Err(Error::shape("[B, C, L] or [B, C, H, W] for a blurred reference", format!("{dims:?}")));
+    }
+    let radius = (3.0 * sigma).ceil().max(1.0) as isize;
+    let mut k: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32).collect();
+    let s: f32 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= s);
+    let (h, w) = if dims.len() == 4 { (dims[2], dims[3]) } else { (1, dims[dims.len() - 1]) };
+    let planes = dims.iter().product::<usize>() / (h * w);
+    let mut v = xs.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let mut tmp = vec![0f32; h * w];
+    let blur = |src: &[f32], dst: &mut [f32], len: usize, step: usize, count: usize, stride: usize| {
+        for c in 0..count {
+            for i in 0..len {
+                let mut acc = 0f32;
+                for (t, kv) in k.iter().enumerate() {
+                    let j = (i as isize + t as isize - radius).clamp(0, len as isize - 1) as usize;
+                    acc += kv * src[c * stride + j * step];
+                }
+                dst[c * stride + i * step] = acc;
+            }
+        }
+    };
+    for p in 0..planes {
+        let plane = &mut v[p * h * w..(p + 1) * h * w];
+        blur(plane, &mut tmp, w, 1, h, w); // along rows
+        if h > 1 {
+            blur(&tmp, plane, h, w, w, 1); // along columns
+        } else {
+            plane.copy_from_slice(&tmp);
+        }
+    }
+    Ok(Tensor::from_vec(v, dims, xs.device())?.to_dtype(xs.dtype())?)
+}
+
+/// When the network ends in a softmax: the layer that feeds it.
+fn before_softmax(net: &Network) -> Option<String> {
+    let nodes = net.nodes();
+    let last = nodes.last()?;
+    if last.kind != LayerKind::Softmax {
+        return None;
+    }
+    let src = *last.inputs.first()?;
+    if src == 0 {
+        return None;
+    }
+    Some(nodes[src - 1].name.clone())
+}
+
+impl Attributor for DeepLift {
+    fn name(&self) -> &str {
+        "deeplift"
+    }
+    fn props(&self) -> MethodProps {
+        MethodProps {
+            multiplies_input: true,
+            completeness: true,
+            needs_rules: true,
+            stochastic: matches!(self.config.reference, Reference::Distribution(_)),
+            wrapper: false,
+        }
+    }
+    fn params(&self) -> BTreeMap<String, String> {
+        let c = &self.config;
+        let (reference, extra) = match &c.reference {
+            Reference::Zero => ("zero", None),
+            Reference::Constant(v) => ("constant", Some(("value", v.to_string()))),
+            Reference::Blur(s) => ("blur", Some(("sigma", s.to_string()))),
+            Reference::Mean => ("mean", None),
+            Reference::Tensor => ("tensor", None),
+            Reference::Distribution(n) => ("distribution", Some(("n_references", n.to_string()))),
+        };
+        let mut p = BTreeMap::from([
+            ("rule".to_string(), if c.rule == DeepLiftRule::Rescale { "rescale" } else { "revealcancel" }.to_string()),
+            ("reference".to_string(), reference.to_string()),
+            ("softmax".to_string(), format!("{:?}", c.softmax).to_lowercase()),
+            ("onehot".to_string(), c.onehot.to_string()),
+            ("eps".to_string(), c.eps.to_string()),
+            ("batch_size".to_string(), c.batch_size.to_string()),
+            ("seed".to_string(), c.seed.to_string()),
+        ]);
+        if let Some((k, v)) = extra {
+            p.insert(k.to_string(), v);
+        }
+        p
+    }
+    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+        let net = model.network().ok_or_else(|| {
+            Error::unsupported("deeplift", format!("model '{}' is not built from the explainable layer vocabulary", model.info().name))
+        })?;
+        let target = prepare(model, inputs, target)?;
+        let softmax_in = before_softmax(net);
+        let normalise = match self.config.softmax {
+            SoftmaxMode::Auto => softmax_in.is_some(),
+            SoftmaxMode::On => true,
+            SoftmaxMode::Off => false,
+        };
+        let stop_after = if self.config.softmax == SoftmaxMode::Off { None } else { softmax_in };
+        let pool = self.pool(model)?;
+        let mut rng = StdRng::seed_from_u64(self.config.seed);
+        let (mut parts, mut sums, mut deltas) = (vec![], vec![], vec![]);
+        for r in chunks(inputs.dim(0)?, self.config.batch_size) {
+            let x = inputs.narrow(0, r.start, r.len())?;
+            let (c, s, d) = self.chunk(model, &x, &target.select(r), &pool, &mut rng, normalise, &stop_after)?;
+            parts.push(c);
+            sums.extend(s);
+            deltas.extend(d);
+        }
+        let errors: Vec<f32> = sums.iter().zip(&deltas).map(|(s, d)| s - d).collect();
+        let max_rel = errors.iter().zip(&deltas).map(|(e, d)| e.abs() / d.abs().max(1e-6)).fold(0f32, f32::max);
+        let mut e = Explanation::new("deeplift", Tensor::cat(&parts, 0)?, target).with_params(self.params());
+        e.seed = matches!(self.config.reference, Reference::Distribution(_)).then_some(self.config.seed);
+        Ok(e.with_diag("delta", deltas)
+            .with_diag("sum_contributions", sums)
+            .with_diag("summation_to_delta", errors)
+            .with_diag("max_relative_summation_error", max_rel))
+    }
+}
+
+lumen_core::submit_method!(
+    "deeplift",
+    "DeepLIFT: contributions m·(x − ref) with Rescale or RevealCancel multipliers",
+    PARAMS,
+    MethodProps { multiplies_input: true, completeness: true, needs_rules: true, stochastic: true, wrapper: false },
+    |a, _| Ok(Box::new(DeepLift::from_args(a)?)),
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A single 1 in the middle of a 1-D signal blurs into the normalised kernel.
+    #[test]
+    fn blur_preserves_mass_and_is_symmetric() {
+        let mut v = vec![0f32; 21];
+        v[10] = 1.0;
+        let x = Tensor::from_vec(v, (1, 1, 21), &Device::Cpu).unwrap();
+        let y = gaussian_blur(&x, 1.0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let s: f32 = y.iter().sum();
+        assert!((s - 1.0).abs() < 1e-5);
+        assert!((y[9] - y[11]).abs() < 1e-7 && y[10] > y[9]);
+        // exp(-1/2) ratio between centre and neighbour
+        assert!((y[9] / y[10] - (-0.5f32).exp()).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,10 @@
+//! Relevance methods built on core's rule presets: DeepLIFT (Rescale and
+//! RevealCancel, with references and a distribution of references) and LRP
+//! (composites of LRP rules), plus the genomics model of DeepLIFT §3.2.
+
+pub mod deeplift;
+pub mod genomics;
+pub mod lrp;
+
+/// Forces the linker to keep this pack's registrations when linked statically.
+pub fn link() {}
