@@ -6,6 +6,7 @@ mod cdeepex;
 mod pda;
 
 mod genomics;
+mod smoothgrad;
 use clap::Args;
 use lumen_core::candle::Device;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ pub const EXPERIMENTS: &[(&str, &str)] = &[
     ("genomics-train", "retrain genomics-cnn on the simulated sequences (models/weights)"),
     ("cdeepex", "CDeepEx: generator quality, Fig. 5 (third-class wins vs xGEMs, likelihood paths), biased-8 (docs/cdeepex)"),
     ("pda", "PDA: conditional vs marginal, window sweep, top-5% masks vs saliency, softmax vs logits (docs/pda)"),
+    ("smoothgrad", "SmoothGrad: noise-level and sample-size sweeps, SG over IG and guided BP, training with noise (docs/smoothgrad)"),
 ];
 
 pub fn run(a: ReproduceArgs, device: &Device) -> anyhow::Result<()> {
@@ -47,6 +49,7 @@ pub fn run(a: ReproduceArgs, device: &Device) -> anyhow::Result<()> {
         "cdeepex" => cdeepex::run(&a, &out, device),
         "genomics" => genomics::run(&a, &out, device),
         "genomics-train" => genomics::train(&a, device),
+        "smoothgrad" => smoothgrad::run(&a, &out, device),
         other => anyhow::bail!(
             "unknown experiment '{other}' (known: {})",
             EXPERIMENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
