@@ -95,7 +95,7 @@ fn save_heatmap(h: &Host, path: &str, x: &Dynamic, opts: &Map) -> RResult<String
 }
 
 /// `gallery(path, rows, opts)`: each row is `#{label, input, maps}`; `maps` holds
-/// explanations or tensors (`()` leaves a cell empty). The first column shows the
+/// explanations or tensors (`()` leaves a cell empty, `#{image: t}` shows a picture). The first column shows the
 /// input when rows have one. Writes the PNG and an HTML page beside it.
 fn gallery(h: &Host, path: &str, rows: &Array, opts: &Map) -> RResult<String> {
     let (o, _) = heatmap_options(opts, &["columns", "title"], "gallery")?;
@@ -167,8 +167,14 @@ fn gallery(h: &Host, path: &str, rows: &Array, opts: &Map) -> RResult<String> {
             if m.is_unit() {
                 continue;
             }
-            let t = tensor_of(m, "gallery map")?;
-            let img = lift(render::render(&t, r.input.as_ref(), &o))?;
+            // `#{image: t}` draws a picture (a counterfactual, say) in grey, not as a map.
+            let img = match m.clone().try_cast::<Map>() {
+                Some(cell) => {
+                    let t = cell.get("image").ok_or_else(|| rt(format!("gallery: row {i}: a map cell must be #{{image: tensor}}")))?;
+                    lift(render::input_image(&tensor_of(t, "gallery image")?, &o))?
+                }
+                None => lift(render::render(&tensor_of(m, "gallery map")?, r.input.as_ref(), &o))?,
+            };
             grid.set(i, c + off, img);
         }
     }
