@@ -8,6 +8,7 @@ mod cdeepex;
 mod bad_input;
 mod cli;
 mod explain;
+mod models;
 mod gradients;
 mod pda;
 mod script;
