@@ -13,3 +13,4 @@ mod gradients;
 mod pda;
 mod script;
 mod relevance;
+mod plugins;

@@ -1,9 +1,37 @@
-//! Building the host's registry from the linked standard packs (and, later, plugins).
+//! Building the host's registry: the statically linked standard packs, then the plugin
+//! packs found at run time (see `lumen plugins` and `lumen_core::plugin`).
 
+// Links the shared runtime (one lumen-core, one candle) that plugin packs also link.
+// Without it the host would carry a private copy and refuse every pack.
+extern crate lumen_dylib;
+
+use lumen_core::plugin::{self, LoadOptions, LoadReport};
 use lumen_core::Registry;
+use std::sync::Once;
 
-/// The registry with every linked pack.
+/// The registry with every linked pack and every compatible plugin pack. Plugin
+/// problems are printed once per process as warnings; they never stop the host.
 pub fn registry() -> anyhow::Result<Registry> {
+    let (reg, report) = registry_with_report(&LoadOptions::default())?;
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| {
+        for w in report.problems() {
+            eprintln!("warning: {w}");
+        }
+    });
+    Ok(reg)
+}
+
+/// The registry and what plugin discovery found. Static packs come first, so a plugin
+/// cannot take their names.
+pub fn registry_with_report(opts: &LoadOptions) -> anyhow::Result<(Registry, LoadReport)> {
+    let mut reg = static_registry()?;
+    let report = plugin::load_into(&mut reg, opts);
+    Ok((reg, report))
+}
+
+/// The registry of the packs linked into the binary.
+pub fn static_registry() -> anyhow::Result<Registry> {
     // Referencing each std pack keeps the linker from dropping its registrations.
     lumen_std_gradients::link();
     lumen_std_relevance::link();

@@ -3,6 +3,7 @@
 mod cmd_explain;
 mod cmd_gallery;
 mod cmd_list;
+mod cmd_plugins;
 mod cmd_run;
 mod cmd_train_generator;
 mod cmd_train;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// List every method, model, generator and sampler with its parameters.
     List(cmd_list::ListArgs),
+    /// List plugin packs: search path, origin, version, fingerprint status, items.
+    Plugins(cmd_plugins::PluginsArgs),
     /// Explain one input with one method: writes the map (PNG), tensors (safetensors) and a JSON sidecar.
     Explain(cmd_explain::ExplainArgs),
     /// Run every method on one test digit per class: a PNG grid plus an HTML page.
@@ -50,6 +53,7 @@ fn main() {
         let device = lumen_core::device::parse_device(&cli.device)?;
         match cli.command {
             Command::List(a) => cmd_list::run(a, &device),
+            Command::Plugins(a) => cmd_plugins::run(a, &device),
             Command::Explain(a) => cmd_explain::run(a, &device),
             Command::Gallery(a) => cmd_gallery::run(a, &device),
             Command::Run(a) => cmd_run::run(a, &device),

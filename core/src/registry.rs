@@ -225,9 +225,11 @@ impl Registry {
         Ok(Box::new(Guarded { inner, pack }))
     }
 
+    /// Loads a model. Its later `forward` calls also run under `catch_unwind`.
     pub fn load_model(&self, name: &str, device: &Device) -> Result<Arc<dyn Classifier>> {
         let item = lookup(&self.models, "model", name)?;
-        guard(&item.origin.pack, || (item.entry.load)(device))
+        let inner = guard(&item.origin.pack, || (item.entry.load)(device))?;
+        Ok(Arc::new(GuardedModel { inner, pack: item.origin.pack.clone() }))
     }
 
     pub fn load_generator(&self, name: &str, device: &Device) -> Result<Arc<dyn Generator>> {
@@ -296,6 +298,30 @@ impl Attributor for Guarded {
         target: &crate::Target,
     ) -> Result<crate::Explanation> {
         guard(&self.pack, || self.inner.attribute(model, inputs, target))
+    }
+}
+
+/// A classifier whose calls are contained with `catch_unwind` (it may live in a pack).
+struct GuardedModel {
+    inner: Arc<dyn Classifier>,
+    pack: String,
+}
+
+impl Classifier for GuardedModel {
+    fn info(&self) -> &crate::ModelInfo {
+        self.inner.info()
+    }
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        guard(&self.pack, || self.inner.forward(xs))
+    }
+    fn network(&self) -> Option<&crate::Network> {
+        self.inner.network()
+    }
+    fn forward_with(&self, xs: &Tensor, opts: &crate::model::ForwardOptions) -> Result<crate::model::Forward> {
+        guard(&self.pack, || self.inner.forward_with(xs, opts))
     }
 }
 

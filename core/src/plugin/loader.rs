@@ -288,13 +288,9 @@ fn load_file(reg: &mut Registry, opts: &LoadOptions, path: &Path, kind: SearchKi
                 continue;
             }
         }
-        let lib = match open(path, &crate_name) {
+        let (lib, opened_from) = match open(path, &crate_name) {
             Ok(l) => l,
-            Err(OpenError::Other(by)) => {
-                report.packs.push(PackReport { status: PackStatus::AlreadyLoaded { by }, ..base });
-                continue;
-            }
-            Err(OpenError::Load(msg)) => {
+            Err(msg) => {
                 let m = format!("cannot load {}: {msg}; skipped", path.display());
                 if kind == SearchKind::Cargo {
                     report.notes.push(m);
@@ -304,28 +300,21 @@ fn load_file(reg: &mut Registry, opts: &LoadOptions, path: &Path, kind: SearchKi
                 continue;
             }
         };
-        let r = check_and_register(reg, opts, lib, path, &crate_name, base);
+        // A crate already opened from another file in this process is used from there.
+        let base = PackReport { path: opened_from.clone(), ..base };
+        let r = check_and_register(reg, opts, lib, &opened_from, &crate_name, base);
         report.packs.push(r);
     }
 }
 
-enum OpenError {
-    /// Another file already provided this crate; the string says which.
-    Other(String),
-    Load(String),
-}
-
-fn open(path: &Path, crate_name: &str) -> std::result::Result<&'static libloading::Library, OpenError> {
+/// Opens `path` once per process, or returns the library that already provides
+/// `crate_name` (and the file it came from): one crate, one copy.
+fn open(path: &Path, crate_name: &str) -> std::result::Result<(&'static libloading::Library, PathBuf), String> {
     let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(o) = opened.iter().find(|o| o.crate_name == crate_name) {
-        if o.path == path {
-            return Ok(o.lib);
-        }
-        return Err(OpenError::Other(format!("{} ({})", crate_name, o.path.display())));
+    if let Some(o) = opened.iter().find(|o| o.crate_name == crate_name || o.path == path) {
+        return Ok((o.lib, o.path.clone()));
     }
-    if let Some(o) = opened.iter().find(|o| o.path == path) {
-        return Ok(o.lib);
-    }
+    mark_dynamic(crate_name);
     // SAFETY: running the library's initialisers. Only files exporting a lumen entry
     // point get here; RTLD_NOW makes a pack built against another lumen-dylib fail
     // here, on a missing symbol, instead of at its first call.
@@ -345,12 +334,12 @@ fn open(path: &Path, crate_name: &str) -> std::result::Result<&'static libloadin
             // Same fingerprint, different build of lumen-dylib (e.g. other features).
             m.push_str(" (the pack was built against another build of lumen-dylib; rebuild it together with the host)");
         }
-        OpenError::Load(m)
+        m
     })?;
     // Never unloaded (see the module docs).
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     opened.push(Opened { path: path.to_path_buf(), crate_name: crate_name.to_string(), lib });
-    Ok(lib)
+    Ok((lib, path.to_path_buf()))
 }
 
 fn c_str(p: *const c_char) -> Option<String> {

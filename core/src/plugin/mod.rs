@@ -81,9 +81,11 @@ pub type RegisterFn =
 /// them as statically linked.
 static DYNAMIC_PACKS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
-/// True when `pack`'s items were brought in by a loaded library.
+/// True when `pack`'s items were brought in by a loaded library. Crate names are
+/// marked before the library is opened (its constructors add items at once), pack
+/// names once its info is read.
 pub fn is_dynamic_pack(pack: &str) -> bool {
-    DYNAMIC_PACKS.lock().map(|s| s.contains(pack)).unwrap_or(false)
+    DYNAMIC_PACKS.lock().map(|s| s.contains(pack) || s.contains(&pack.replace('-', "_"))).unwrap_or(false)
 }
 
 pub(crate) fn mark_dynamic(pack: &str) {

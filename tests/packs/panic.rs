@@ -1,0 +1,77 @@
+//! Test fixture: a pack whose method panics when asked to (`panic=true`), and
+//! otherwise returns an all-zero map, and a model whose forward pass panics. Each
+//! panic must reach the host as `PluginPanicked`, and the next call must work.
+
+use lumen_core::candle::{Device, Tensor};
+use lumen_core::model::ModelInfo;
+use std::sync::Arc;
+use lumen_core::params::{ParamKind, ParamSpec};
+use lumen_core::registry::{MethodEntry, ModelEntry};
+use lumen_core::{Attributor, Classifier, Explanation, MethodProps, Result, Target};
+
+lumen_dylib::declare_pack!("fixture-panic");
+
+struct Panicky {
+    panic: bool,
+}
+
+impl Attributor for Panicky {
+    fn name(&self) -> &str {
+        "fixture_panic"
+    }
+    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+        if self.panic {
+            panic!("deliberate panic inside the fixture pack");
+        }
+        let target = lumen_core::method::prepare(model, inputs, target)?;
+        Ok(Explanation::new("fixture_panic", inputs.zeros_like()?, target))
+    }
+}
+
+static PARAMS: &[ParamSpec] = &[ParamSpec::new("panic", ParamKind::Bool, "true", "panic inside attribute")];
+
+lumen_core::inventory::submit! {
+    MethodEntry {
+        name: "fixture_panic",
+        pack: "fixture-panic",
+        summary: "panics on request (test fixture)",
+        params: PARAMS,
+        props: MethodProps::NONE,
+        build: |a, _| Ok(Box::new(Panicky { panic: a.bool("panic")? })),
+    }
+}
+
+struct PanickyModel {
+    info: ModelInfo,
+    device: Device,
+}
+
+impl Classifier for PanickyModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn forward(&self, _xs: &Tensor) -> Result<Tensor> {
+        panic!("deliberate panic in a pack model's forward pass");
+    }
+}
+
+lumen_core::inventory::submit! {
+    ModelEntry {
+        name: "fixture-panic-model",
+        pack: "fixture-panic",
+        summary: "forward panics (test fixture)",
+        load: |d| {
+            let info = ModelInfo {
+                name: "fixture-panic-model".into(),
+                input_shape: vec![1, 28, 28],
+                labels: (0..10).map(|c| c.to_string()).collect(),
+                input_range: (0.0, 1.0),
+                card: None,
+            };
+            Ok(Arc::new(PanickyModel { info, device: d.clone() }))
+        },
+    }
+}
