@@ -38,9 +38,21 @@ pub struct GalleryArgs {
 
 /// Lighter settings for methods that are slow with their defaults on 2 CPU cores
 /// (applied only if the method has the parameter; recorded on the page).
-/// Measured on the 10 gallery digits with mnist-cnn: PDA defaults (stride 1,
-/// 10 samples) take minutes; stride 2 with 8 samples about 10–25 s.
-pub const GALLERY_SETTINGS: &[(&str, &str, &str)] = &[("pda", "stride", "2"), ("pda", "samples", "8")];
+/// Measured on the 10 gallery digits with mnist-cnn under shared load: PDA defaults
+/// (stride 1, 10 samples) take minutes, stride 2 with 8 samples 25–40 s; CDeepEx and
+/// xGEMs take about 300 s each with their defaults.
+pub const GALLERY_SETTINGS: &[(&str, &str, &str)] = &[
+    ("pda", "stride", "2"),
+    ("pda", "samples", "8"),
+    ("cdeepex", "outer_iters", "8"),
+    ("cdeepex", "inner_iters", "15"),
+    ("cdeepex", "invert_steps", "60"),
+    ("cdeepex", "restarts", "0"),
+    ("xgems", "outer_iters", "8"),
+    ("xgems", "inner_iters", "15"),
+    ("xgems", "invert_steps", "60"),
+    ("xgems", "restarts", "0"),
+];
 
 /// Column order for `--methods all`.
 const COLUMN_ORDER: &[&str] = &[
