@@ -119,3 +119,12 @@ fn gallery_writes_grid_page_and_summary() {
     assert_eq!(js["methods"][0]["ok"], true);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The README's path: the shipped model by name.
+#[test]
+fn explain_shipped_model_by_name() {
+    let dir = tmpdir("explain-shipped");
+    let s = ok(&lumen(&["explain", "--model", "mnist-cnn", "--input", "mnist:test:0", "--out", dir.to_str().unwrap()]));
+    assert!(s.contains("prediction: 0"), "the shipped model should get the first test zero right: {s}");
+    std::fs::remove_dir_all(&dir).ok();
+}
