@@ -638,7 +638,6 @@ pub fn register_all(engine: &mut Engine, host: &H) {
     register_args(engine, host);
     output::register(engine, host);
     crate::render::register(engine, host);
-    crate::metrics::register(engine, host);
 }
 
 pub fn string_list(v: &[String]) -> Array {

@@ -8,7 +8,6 @@
 
 pub mod api;
 pub mod convert;
-pub mod metrics;
 pub mod output;
 pub mod render;
 pub mod sandbox;
