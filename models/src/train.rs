@@ -105,8 +105,9 @@ pub fn recipe(name: &str) -> Result<Recipe> {
             arch::mnist_allcnn(),
             // Five conv layers and no normalisation: the default init shrinks the signal
             // ~6× per layer, so this one starts from He-uniform. It underfits rather
-            // than overfits, so only shifts are used.
-            TrainConfig { init_gain: 6f32.sqrt(), lr: 1.5e-3, epochs: 15, rotate_deg: 0.0, scale: 0.0, ..base },
+            // than overfits, so only shifts are used, with a higher rate and more epochs
+            // (15 epochs at 1.5e-3 stopped at 95.6%; this recipe measured 97.6%).
+            TrainConfig { init_gain: 6f32.sqrt(), lr: 4e-3, epochs: 25, rotate_deg: 0.0, scale: 0.0, ..base },
             "MNIST all-convolutional net with one 1×1 class kernel per digit and global average pooling (CLEAR)",
         ),
         "mnist-cnn-noise" => (
