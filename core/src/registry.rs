@@ -7,6 +7,7 @@
 
 use crate::generator::Generator;
 use crate::method::{Attributor, MethodProps};
+use crate::metric::{Metric, MetricEntry, MetricInput, MetricOutput};
 use crate::model::Classifier;
 use crate::params::{Args, ParamSpec, Params};
 use crate::sampler::Sampler;
@@ -84,6 +85,7 @@ pub struct Registry {
     models: BTreeMap<String, Item<ModelEntry>>,
     generators: BTreeMap<String, Item<GeneratorEntry>>,
     samplers: BTreeMap<String, Item<SamplerEntry>>,
+    metrics: BTreeMap<String, Item<MetricEntry>>,
     packs: BTreeMap<String, String>,
 }
 
@@ -136,6 +138,7 @@ impl Registry {
             .chain(inventory::iter::<ModelEntry>.into_iter().map(|e| e.pack))
             .chain(inventory::iter::<GeneratorEntry>.into_iter().map(|e| e.pack))
             .chain(inventory::iter::<SamplerEntry>.into_iter().map(|e| e.pack))
+            .chain(inventory::iter::<MetricEntry>.into_iter().map(|e| e.pack))
             .collect();
         packs.sort();
         packs.dedup();
@@ -163,6 +166,9 @@ impl Registry {
         for e in inventory::iter::<SamplerEntry>.into_iter().filter(|e| e.pack == pack) {
             check_free(&self.samplers, "sampler", e.name, &origin)?;
         }
+        for e in inventory::iter::<MetricEntry>.into_iter().filter(|e| e.pack == pack) {
+            check_free(&self.metrics, "metric", e.name, &origin)?;
+        }
         let mut n = 0;
         for e in inventory::iter::<MethodEntry>.into_iter().filter(|e| e.pack == pack) {
             insert(&mut self.methods, "method", e.name, e, &origin)?;
@@ -178,6 +184,10 @@ impl Registry {
         }
         for e in inventory::iter::<SamplerEntry>.into_iter().filter(|e| e.pack == pack) {
             insert(&mut self.samplers, "sampler", e.name, e, &origin)?;
+            n += 1;
+        }
+        for e in inventory::iter::<MetricEntry>.into_iter().filter(|e| e.pack == pack) {
+            insert(&mut self.metrics, "metric", e.name, e, &origin)?;
             n += 1;
         }
         self.packs.entry(pack.to_string()).or_insert_with(|| source.to_string());
@@ -252,6 +262,28 @@ impl Registry {
     pub fn sampler(&self, name: &str) -> Result<&'static SamplerEntry> {
         lookup(&self.samplers, "sampler", name).map(|i| i.entry)
     }
+
+    pub fn metrics(&self) -> impl Iterator<Item = (&'static MetricEntry, &Origin)> {
+        self.metrics.values().map(|i| (i.entry, &i.origin))
+    }
+
+    pub fn metric_names(&self) -> Vec<String> {
+        self.metrics.keys().cloned().collect()
+    }
+
+    pub fn metric(&self, name: &str) -> Result<&'static MetricEntry> {
+        lookup(&self.metrics, "metric", name).map(|i| i.entry)
+    }
+
+    /// Builds a metric from its parameters. Calls into the pack run under
+    /// `catch_unwind`, and so does every later `evaluate` call of the result.
+    pub fn build_metric(&self, name: &str, params: &Params) -> Result<Box<dyn Metric>> {
+        let item = lookup(&self.metrics, "metric", name)?;
+        let args = Args::new(name, item.entry.params, params)?;
+        let pack = item.origin.pack.clone();
+        let inner = guard(&pack, || (item.entry.build)(&args))?;
+        Ok(Box::new(GuardedMetric { inner, pack }))
+    }
 }
 
 fn lookup<'a, T>(map: &'a BTreeMap<String, Item<T>>, kind: &'static str, name: &str) -> Result<&'a Item<T>> {
@@ -322,6 +354,27 @@ impl Classifier for GuardedModel {
     }
     fn forward_with(&self, xs: &Tensor, opts: &crate::model::ForwardOptions) -> Result<crate::model::Forward> {
         guard(&self.pack, || self.inner.forward_with(xs, opts))
+    }
+}
+
+/// A metric whose calls are contained with `catch_unwind`.
+struct GuardedMetric {
+    inner: Box<dyn Metric>,
+    pack: String,
+}
+
+impl Metric for GuardedMetric {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn params(&self) -> BTreeMap<String, String> {
+        self.inner.params()
+    }
+    fn higher_is_better(&self) -> bool {
+        self.inner.higher_is_better()
+    }
+    fn evaluate(&self, input: &MetricInput) -> Result<MetricOutput> {
+        guard(&self.pack, || self.inner.evaluate(input))
     }
 }
 
