@@ -90,7 +90,16 @@ impl Node {
     /// DeepLIFT rules call this with w⁺, w − γw⁺ and so on.
     pub fn affine(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         let y = match &self.kind {
-            LayerKind::Conv1d { stride, padding, .. } => x.conv1d(w, *padding, *stride, 1, 1)?,
+            // As a conv2d of height 1: candle 0.11's conv1d backward (conv_transpose1d)
+            // mixes up the rows of a batch, so both input and weight gradients were wrong.
+            // The tail that no window reaches is cropped: conv2d's backward sizes its
+            // output padding from the height only.
+            LayerKind::Conv1d { stride, padding, .. } => {
+                let x = if *padding > 0 { x.pad_with_zeros(D::Minus1, *padding, *padding)? } else { x.clone() };
+                let (len, k) = (x.dim(D::Minus1)?, w.dim(D::Minus1)?);
+                let x = if len >= k && *stride > 1 { x.narrow(D::Minus1, 0, (len - k) / stride * stride + k)? } else { x };
+                x.unsqueeze(2)?.conv2d(&w.unsqueeze(2)?, 0, *stride, 1, 1)?.squeeze(2)?
+            }
             LayerKind::Conv2d { stride, padding, .. } => x.conv2d(w, *padding, *stride, 1, 1)?,
             LayerKind::Linear { .. } => x.matmul(&w.t()?)?,
             other => {
@@ -433,6 +442,54 @@ mod tests {
         m.insert("fc.bias".into(), Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap());
         let e = Network::from_spec(&specs, vb_from(m)).unwrap_err().to_string();
         assert!(e.contains("fc.weight"), "{e}");
+    }
+
+    /// Conv1d gradients of a batch equal those of each row alone (candle 0.11's own
+    /// conv1d backward fails this for batches > 1).
+    #[test]
+    fn conv1d_gradients_are_per_row() {
+        use candle_core::Var;
+        use rand::{Rng, SeedableRng};
+        let d = Device::Cpu;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut r = |n: usize| (0..n).map(|_| rng.gen_range(-1f32..1.)).collect::<Vec<_>>();
+        let node = Node {
+            name: "c".into(),
+            kind: LayerKind::Conv1d { in_channels: 4, out_channels: 2, kernel: 5, stride: 2, padding: 1, bias: true },
+            weight: Some(Var::from_vec(r(40), (2, 4, 5), &d).unwrap().as_tensor().clone()),
+            bias: Some(Tensor::from_vec(r(2), 2, &d).unwrap()),
+            running_mean: None,
+            running_var: None,
+            inputs: vec![0],
+        };
+        let w = node.weight.clone().unwrap();
+        let x = Var::from_vec(r(3 * 4 * 12), (3, 4, 12), &d).unwrap();
+        let c = Tensor::from_vec(r(3 * 2 * 5), (3, 2, 5), &d).unwrap();
+        let y = node.forward(&[x.as_tensor()]).unwrap();
+        assert_eq!(y.dims(), &[3, 2, 5]);
+        let g = (y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gx, gw) = (g.get(x.as_tensor()).unwrap(), g.get(&w).unwrap());
+        let mut gw_rows = w.zeros_like().unwrap();
+        for b in 0..3 {
+            let xb = Var::from_tensor(&x.as_tensor().narrow(0, b, 1).unwrap()).unwrap();
+            let yb = node.forward(&[xb.as_tensor()]).unwrap();
+            let gb = (yb * c.narrow(0, b, 1).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+            let d = (gx.narrow(0, b, 1).unwrap() - gb.get(xb.as_tensor()).unwrap()).unwrap();
+            assert!(d.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() < 1e-5, "input gradient of row {b}");
+            gw_rows = (gw_rows + gb.get(&w).unwrap()).unwrap();
+        }
+        let d = (gw - gw_rows).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "weight gradient off by {d}");
+        // The value is the plain 1-D convolution: row 0, output 0, channel 0 by hand.
+        let (xv, wv) = (x.as_tensor().to_vec3::<f32>().unwrap(), w.to_vec3::<f32>().unwrap());
+        let mut v = node.bias.as_ref().unwrap().to_vec1::<f32>().unwrap()[0];
+        for ci in 0..4 {
+            for k in 1..5 {
+                v += wv[0][ci][k] * xv[0][ci][k - 1]; // position -1 is padding
+            }
+        }
+        let y = node.forward(&[x.as_tensor()]).unwrap().to_vec3::<f32>().unwrap();
+        assert!((y[0][0][0] - v).abs() < 1e-5, "{} vs {v}", y[0][0][0]);
     }
 
     #[test]

@@ -458,3 +458,106 @@ mod tests {
         assert!((y[9] / y[10] - (-0.5f32).exp()).abs() < 1e-5);
     }
 }
+
+/// The layer kinds of `genomics-cnn` (conv1d, PReLU, a max pool whose windows leave
+/// a tail uncovered, fc) on a small random net.
+#[cfg(test)]
+mod genomics_layers {
+    use super::*;
+    use lumen_core::candle_nn::VarBuilder;
+    use lumen_core::model::network::init_params;
+    use lumen_core::model::{LayerKind as K, LayerSpec as L, ModelInfo, NetworkModel};
+    use lumen_core::rules::Rule;
+
+    fn net(seed: u64) -> NetworkModel {
+        let d = Device::Cpu;
+        let s = vec![
+            L::new("conv1", K::Conv1d { in_channels: 4, out_channels: 3, kernel: 5, stride: 1, padding: 0, bias: true }),
+            L::new("prelu1", K::Prelu { channels: 3 }),
+            // 36 conv outputs, 3 windows of 10: conv outputs 30–35 (bases 34–39) unseen.
+            L::new("pool1", K::MaxPool1d { kernel: 10, stride: 10 }),
+            L::new("flatten", K::Flatten),
+            L::new("fc1", K::Linear { in_features: 9, out_features: 6, bias: true }),
+            L::new("prelu2", K::Prelu { channels: 6 }),
+            L::new("fc2", K::Linear { in_features: 6, out_features: 2, bias: true }),
+        ];
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut p = init_params(&s, seed, &d).unwrap();
+        // PReLU slopes of both signs, so negative pre-activations matter.
+        for (k, c) in [("prelu1.weight", 3), ("prelu2.weight", 6)] {
+            p.insert(k.into(), Tensor::from_vec((0..c).map(|_| rng.gen_range(-0.5f32..0.5)).collect::<Vec<_>>(), c, &d).unwrap());
+        }
+        let net = Network::from_spec(&s, VarBuilder::from_tensors(p, DType::F32, &d)).unwrap();
+        let info = ModelInfo { name: "t".into(), input_shape: vec![4, 40], labels: vec!["0".into(), "1".into()], input_range: (0.0, 1.0), card: None };
+        NetworkModel::new(info, net, &d).unwrap()
+    }
+
+    fn onehot(n: usize, seed: u64) -> Tensor {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut v = vec![0f32; n * 4 * 40];
+        for b in 0..n {
+            for i in 0..40 {
+                v[b * 160 + rng.gen_range(0..4) * 40 + i] = 1.0;
+            }
+        }
+        Tensor::from_vec(v, (n, 4, 40), &Device::Cpu).unwrap()
+    }
+
+    /// Σ C = f(x) − f(ref) on every row of a batch, with and without the §2.6
+    /// normalisation, for raw and mean-normalised logits. (Failed before conv1d was
+    /// routed through conv2d: candle 0.11's conv1d backward mixes batch rows.)
+    #[test]
+    fn summation_to_delta_on_conv1d_prelu_maxpool1d() {
+        for seed in [1, 2, 3] {
+            let m = net(seed);
+            let x = onehot(6, seed + 10);
+            let plain = m.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+            for onehot in [false, true] {
+                for rule in [DeepLiftRule::Rescale, DeepLiftRule::RevealCancel] {
+                    for softmax in [SoftmaxMode::Off, SoftmaxMode::On] {
+                        let dl = DeepLift::new(DeepLiftConfig { onehot, rule, softmax, batch_size: 4, ..Default::default() });
+                        let e = dl.attribute(&m, &x, &Target::Class(1)).unwrap();
+                        let get = |k: &str| -> Vec<f64> {
+                            e.diagnostics[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+                        };
+                        let (delta, err) = (get("delta"), get("summation_to_delta"));
+                        for (i, (d, r)) in delta.iter().zip(&err).enumerate() {
+                            assert!(r.abs() <= 1e-4 * d.abs().max(1e-3), "seed {seed} onehot {onehot} {rule:?} {softmax:?} row {i}: Σ C − Δ = {r}, Δ = {d}");
+                        }
+                        // Δ is measured against the model's own output for one-hot
+                        // inputs: §2.6 changes only the reference's value.
+                        if softmax == SoftmaxMode::Off && !onehot {
+                            let zero = m.forward(&x.zeros_like().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+                            for (i, d) in delta.iter().enumerate() {
+                                assert!((d - (plain[i][1] - zero[0][1]) as f64).abs() < 1e-5);
+                            }
+                        }
+                        // Bases 34–39 only feed conv outputs no pooling window reads.
+                        let a = e.attribution().narrow(2, 34, 6).unwrap().abs().unwrap().max_all().unwrap();
+                        assert_eq!(a.to_scalar::<f32>().unwrap(), 0.0, "uncovered tail");
+                    }
+                }
+            }
+        }
+    }
+
+    /// §2.6 keeps the value of one-hot inputs: the first layer's output is unchanged.
+    #[test]
+    fn onehot_normalisation_keeps_onehot_values() {
+        let m = net(4);
+        let x = onehot(3, 7);
+        let n = m.network().unwrap().node("conv1").unwrap().1.clone();
+        let y0 = n.forward(&[&x]).unwrap();
+        let y1 = OneHotNormalize.forward(&n, &[&x], &RuleCtx::default()).unwrap();
+        let d = (y0 - y1).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "{d}");
+        // ...and changes the zero reference's (to the bias plus the weights' channel means).
+        let z = x.zeros_like().unwrap();
+        let (w, b) = (n.weight.clone().unwrap(), n.bias.clone().unwrap());
+        let expect = (w.mean(1).unwrap().sum(1).unwrap() + b).unwrap().to_vec1::<f32>().unwrap();
+        let got = OneHotNormalize.forward(&n, &[&z], &RuleCtx::default()).unwrap().to_vec3::<f32>().unwrap();
+        for (c, e) in expect.iter().enumerate() {
+            assert!((got[0][c][0] - e).abs() < 1e-5);
+        }
+    }
+}
