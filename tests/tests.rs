@@ -5,6 +5,7 @@ mod util;
 
 mod cdeepex;
 
+mod clear;
 mod bad_input;
 mod cli;
 mod explain;

@@ -39,6 +39,7 @@ pub fn static_registry() -> anyhow::Result<Registry> {
     lumen_cdeepex::link();
     lumen_std_perturbation::link();
     lumen_std_propagation::link();
+    lumen_clear::link();
     lumen_std_metrics::link();
     let _ = lumen_models::models_dirs;
     Ok(Registry::from_inventory()?)

@@ -3,6 +3,7 @@
 //! its own module; add a match arm and a line in `EXPERIMENTS` for a new one.
 
 mod cdeepex;
+mod clear;
 mod pda;
 
 mod genomics;
@@ -32,6 +33,7 @@ pub const EXPERIMENTS: &[(&str, &str)] = &[
     ("genomics-train", "retrain genomics-cnn on the simulated sequences (models/weights)"),
     ("cdeepex", "CDeepEx: generator quality, Fig. 5 (third-class wins vs xGEMs, likelihood paths), biased-8 (docs/cdeepex)"),
     ("pda", "PDA: conditional vs marginal, window sweep, top-5% masks vs saliency, softmax vs logits (docs/pda)"),
+    ("clear", "CLEAR Table 1 (accuracy with only / without strong features, threshold sweep), Fig. 3 maps (docs/clear)"),
     ("smoothgrad", "SmoothGrad: noise-level and sample-size sweeps, SG over IG and guided BP, training with noise (docs/smoothgrad)"),
 ];
 
@@ -50,6 +52,7 @@ pub fn run(a: ReproduceArgs, device: &Device) -> anyhow::Result<()> {
         "genomics" => genomics::run(&a, &out, device),
         "genomics-train" => genomics::train(&a, device),
         "smoothgrad" => smoothgrad::run(&a, &out, device),
+        "clear" => clear::run(&a, &out, device),
         other => anyhow::bail!(
             "unknown experiment '{other}' (known: {})",
             EXPERIMENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")

@@ -1,0 +1,15 @@
+//! CLEAR: class-enhanced attentive response maps (Kumar, Wong & Taylor, 2017).
+//!
+//! For a classifier whose last conv layer has one kernel per class followed by global
+//! average pooling, every class kernel's activations are back-projected to the input
+//! through Zeiler's deconvolution ([`clear::attentive_responses`]). The per-pixel
+//! argmax over classes is the dominant class map Ĉ, its value the dominant response
+//! map D, and the two are drawn as an HSV picture ([`render`]).
+
+pub mod clear;
+pub mod render;
+
+pub use clear::{attentive_responses, class_layer, Clear, ClearConfig, ClassLayer, Seed};
+
+/// Forces the linker to keep this pack's registrations when linked statically.
+pub fn link() {}
