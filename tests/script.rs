@@ -65,13 +65,16 @@ fn every_shipped_script_runs_on_a_small_input() {
     // The deletion pipeline wrote one row per (ranking, fraction) and a plot.
     let csv = std::fs::read_to_string(base.join("evaluate/deletion.csv")).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("method,fraction,accuracy,drop"));
+    assert_eq!(lines.next(), Some("method,fraction,probability,drop"));
     let rows: Vec<&str> = lines.collect();
     assert!(rows.iter().any(|r| r.starts_with("random,")) && rows.iter().any(|r| r.starts_with("saliency,")), "{csv}");
     assert!(rows.iter().all(|r| r.split(',').count() == 4), "{csv}");
     // At fraction 0 nothing is masked, so no method drops accuracy.
-    assert!(rows.iter().filter(|r| r.split(',').nth(1) == Some("0.0")).all(|r| r.ends_with(",0.0")), "{csv}");
+    let at_zero: Vec<&&str> = rows.iter().filter(|r| r.split(',').nth(1) == Some("0")).collect();
+    assert!(!at_zero.is_empty() && at_zero.iter().all(|r| r.ends_with(",0")), "{csv}");
     assert!(std::fs::read_to_string(base.join("evaluate/deletion.svg")).unwrap().contains("<polyline"));
+    let sanity = std::fs::read_to_string(base.join("evaluate/sanity.csv")).unwrap();
+    assert!(sanity.starts_with("method,layer,step,spearman,ssim\nsaliency,none,0,1,1\n"), "{sanity}");
     assert!(base.join("smoothgrad_guided_backprop/smoothgrad_guided_backprop.png").exists());
     assert!(base.join("compare_methods/compare_methods.html").exists());
     let _ = std::fs::remove_dir_all(&base);

@@ -1,6 +1,7 @@
 //! The single integration-test binary (built as a test of the `lumen` package, so
 //! cargo builds the binary first). Each area has its own module.
 
+mod metrics;
 mod util;
 
 mod cdeepex;

@@ -634,6 +634,7 @@ pub fn register_all(engine: &mut Engine, host: &H) {
     register_models(engine, host);
     register_methods(engine, host);
     register_explain(engine);
+    crate::metrics::register(engine, host);
     register_progress(engine, host);
     register_args(engine, host);
     output::register(engine, host);

@@ -8,12 +8,14 @@
 
 pub mod api;
 pub mod convert;
+pub mod metrics;
 pub mod output;
 pub mod render;
 pub mod sandbox;
 pub mod types;
 
 pub use api::{explain, top_mask, Host};
+pub use metrics::MetricSpec;
 pub use sandbox::OutDir;
 pub use types::{Dataset, ExplanationValue, MethodSpec, ModelValue, Sample, TensorValue};
 
