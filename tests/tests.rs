@@ -16,3 +16,4 @@ mod pda;
 mod script;
 mod relevance;
 mod plugins;
+mod eval;

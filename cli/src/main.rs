@@ -1,5 +1,6 @@
 //! `lumen`: the host binary. Each subcommand lives in its own module.
 
+mod cmd_eval;
 mod cmd_explain;
 mod cmd_gallery;
 mod cmd_list;
@@ -7,6 +8,7 @@ mod cmd_plugins;
 mod cmd_run;
 mod cmd_train_generator;
 mod cmd_train;
+mod eval;
 mod host;
 mod reproduce;
 
@@ -30,6 +32,8 @@ enum Command {
     Plugins(cmd_plugins::PluginsArgs),
     /// Explain one input with one method: writes the map (PNG), tensors (safetensors) and a JSON sidecar.
     Explain(cmd_explain::ExplainArgs),
+    /// Evaluate methods with metrics on many examples: CSV, JSON, plots and an HTML report (resumable).
+    Eval(cmd_eval::EvalArgs),
     /// Run every method on one test digit per class: a PNG grid plus an HTML page.
     Gallery(cmd_gallery::GalleryArgs),
     /// Run a Rhai pipeline script: `lumen run scripts/X.rhai [-- args]`.
@@ -55,6 +59,7 @@ fn main() {
             Command::List(a) => cmd_list::run(a, &device),
             Command::Plugins(a) => cmd_plugins::run(a, &device),
             Command::Explain(a) => cmd_explain::run(a, &device),
+            Command::Eval(a) => cmd_eval::run(a, &device),
             Command::Gallery(a) => cmd_gallery::run(a, &device),
             Command::Run(a) => cmd_run::run(a, &device),
             Command::Reproduce(a) => reproduce::run(a, &device),

@@ -1,0 +1,5 @@
+//! Parts of `lumen eval`: the resumable chunk store, the report and the plots.
+
+pub mod plot;
+pub mod report;
+pub mod store;
