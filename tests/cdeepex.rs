@@ -158,3 +158,45 @@ fn no_third_class_wins_on_success() {
     }
     assert!(successes >= 3, "the solver should succeed on most digits: {ex:?}");
 }
+
+/// Test 4. `contrastive` on the linear toy, where the class maps are known in closed
+/// form: saliency of class k is row k of W, input × gradient is x ⊙ W_k. Each map is
+/// scaled per example (max |·|, L2 norm, or not at all) before the difference.
+#[test]
+fn contrastive_is_the_difference_of_scaled_maps() {
+    use lumen_core::params::Params;
+    lumen_cdeepex::link();
+    lumen_std_gradients::link();
+    let reg = lumen_core::Registry::from_inventory().expect("registry");
+    let m = linear([[3., -4.], [1., 2.], [0., 0.]], [0., 0., 0.]);
+    let xs = Tensor::new(&[[1f32, 2.], [-1., 0.5]], &Device::Cpu).unwrap();
+    let pair = Target::Contrast { a: vec![0, 1], b: vec![1, 0] };
+    let run = |p: Params, t: &Target| -> Vec<Vec<f32>> {
+        let e = reg.build_method("contrastive", &p).unwrap().attribute(&m, &xs, t).unwrap();
+        assert_eq!(e.target, *t);
+        e.attribution().to_vec2::<f32>().unwrap()
+    };
+    let close = |got: Vec<Vec<f32>>, want: [[f32; 2]; 2]| {
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    };
+    let (s5, r5) = (1.0 / 5f32.sqrt(), 2.0 / 5f32.sqrt());
+    // Saliency: W₀ = (3, −4), W₁ = (1, 2), the same for both examples.
+    // maxabs: (0.75, −1) − (0.5, 1); l2: (0.6, −0.8) − (1/√5, 2/√5); none: (2, −6).
+    close(run(Params::new(), &pair), [[0.25, -2.0], [-0.25, 2.0]]);
+    close(run(Params::new().with("scale", "l2"), &pair), [[0.6 - s5, -0.8 - r5], [s5 - 0.6, r5 + 0.8]]);
+    close(run(Params::new().with("scale", "none"), &pair), [[2.0, -6.0], [-2.0, 6.0]]);
+    // Input × gradient scales per example: x = (1, 2): (3, −8)/8 − (1, 4)/4 = (0.125, −2);
+    // x = (−1, 0.5), A = 1: (−1, 1)/1 − (−3, −2)/3 = (0, 5/3).
+    close(run(Params::new().with("inner", "input_x_gradient"), &pair), [[0.125, -2.0], [0.0, 5.0 / 3.0]]);
+    // Default target: A = predicted, B = the runner-up. At x = (1, 2) the logits are
+    // (−5, 5, 0): 1 vs 2; class 2's map is zero and stays zero after scaling.
+    let x0 = xs.narrow(0, 0, 1).unwrap();
+    let e = reg.build_method("contrastive", &Params::new()).unwrap().attribute(&m, &x0, &Target::Predicted).unwrap();
+    assert_eq!(e.target, Target::Contrast { a: vec![1], b: vec![2] });
+    let got = e.attribution().to_vec2::<f32>().unwrap();
+    assert!((got[0][0] - 0.5).abs() < 1e-6 && (got[0][1] - 1.0).abs() < 1e-6, "{got:?}");
+    // The unscaled class maps are kept.
+    assert_eq!(e.tensor("map_a").unwrap().to_vec2::<f32>().unwrap(), vec![vec![1.0, 2.0]]);
+}

@@ -127,6 +127,30 @@ fn subset(per_class: usize) -> Vec<usize> {
     (0..10).flat_map(|c| (0..per_class).map(move |k| c * 100 + k * (100 / per_class.max(1)))).collect()
 }
 
+/// Which parts to run: `LUMEN_CDEEPEX_PARTS` (comma list of `quality`, `fig5:cdeepex`,
+/// `fig5:xgems`, `biased8`; default all), so that the slow parts can run as separate
+/// processes. Each part writes its own JSON file.
+fn wanted(part: &str) -> bool {
+    match std::env::var("LUMEN_CDEEPEX_PARTS") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').any(|p| p.trim() == part),
+        _ => true,
+    }
+}
+
+/// A size from the environment, or the default of the run mode.
+fn size(var: &str, quick: usize, full: usize, a: &ReproduceArgs) -> anyhow::Result<usize> {
+    match std::env::var(var) {
+        Ok(v) => v.trim().parse().with_context(|| format!("{var}='{v}' is not a count")),
+        Err(_) => Ok(if a.quick { quick } else { full }),
+    }
+}
+
+fn write_json(path: &Path, v: Value) -> anyhow::Result<()> {
+    lumen_core::io::write_atomic(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()> {
     let reg = crate::host::registry()?;
     let model = reg.load_model("mnist-cnn", device)?;
@@ -136,18 +160,20 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
     let mut results = serde_json::Map::new();
     results.insert("seed".into(), json!(a.seed));
     results.insert("quick".into(), json!(a.quick));
+    if wanted("quality") {
 
     // 1. Generator quality bar on held-out digits, and sample / inversion grids.
-    // A balanced subset of the held-out split: 2 (quick) or 20 (full) per class.
-    // `lumen train-generator` measures the same bar on all 1,000.
-    let idx = subset(if a.quick { 2 } else { 20 });
+    // A balanced subset of the held-out split (2 per class by default) with the
+    // method's default inversion; `lumen train-generator --eval-only` measures the
+    // bar on all 1,000 (with a cheaper inversion).
+    let idx = subset(size("LUMEN_CDEEPEX_QUALITY_PER_CLASS", 2, 2, a)?);
     let (xs, _) = mnist.batch(Split::Test, &idx, device)?;
     let icfg = InversionConfig { seed: a.seed, ..Default::default() };
     let pb = bar(xs.dim(0)?, "inverting");
     let (q, gens) = quality(gen.as_ref(), model.as_ref(), &xs, &icfg, 100, |k| pb.inc(k as u64))?;
     pb.finish_and_clear();
     println!("generator mnist-vae on {} held-out digits: per-pixel MSE {:.4}, mnist-cnn agreement {:.1}%", q.n, q.mse, 100.0 * q.agreement);
-    results.insert("quality".into(), json!({"n": q.n, "mse": q.mse, "agreement": q.agreement}));
+    write_json(&out.join("quality.json"), json!({"seed": a.seed, "n": q.n, "mse": q.mse, "agreement": q.agreement, "digits": idx}))?;
     let cols = 10usize;
     let mut g = Grid::new(3, cols);
     g.title = Some("mnist-vae: random samples G(z), z ~ N(0, I) (row 1); held-out digits I (row 2) and inversions G(z0) (row 3)".into());
@@ -164,14 +190,16 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
     g.set_row_label(1, "I");
     g.set_row_label(2, "G(z0)");
     save_png(&g.render(), &out.join("generator_grid.png"))?;
+    }
 
     // 2. Fig. 5: CDeepEx vs xGEMs over a balanced subset of held-out digits.
-    let per_class = if a.quick { 1 } else { 2 };
+    let per_class = size("LUMEN_CDEEPEX_FIG5_PER_CLASS", 1, 5, a)?;
     let idx = subset(per_class);
     let (xs, labels) = mnist.batch(Split::Test, &idx, device)?;
-    let mut fig5 = serde_json::Map::new();
-    let mut example_rows = vec![];
     for (name, cfg) in [("cdeepex", CDeepExConfig::default()), ("xgems", CDeepExConfig::xgems())] {
+        if !wanted(&format!("fig5:{name}")) {
+            continue;
+        }
         let mut cfg = cfg;
         cfg.inversion.seed = a.seed;
         let m = CDeepEx::with_generator(cfg, gen.clone());
@@ -205,9 +233,13 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
             mean("inner_iters"),
             secs / n
         );
-        fig5.insert(
-            name.into(),
+        write_json(
+            &out.join(format!("fig5_{name}.json")),
             json!({
+                "seed": a.seed,
+                "digits": idx,
+                "labels": labels,
+                "per_digit": ex,
                 "n": ex.len(),
                 "third_class_wins": count("third_class_wins") / n,
                 "third_class_wins_among_successes": third_succ / succ.len().max(1) as f64,
@@ -219,55 +251,47 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
                 "seconds_per_digit": secs / n,
                 "mean_path": {"llh_true": pt, "llh_probe": pp, "llh_other": po},
             }),
-        );
+        )?;
         let img = plot(
             &format!("{name}: mean log-likelihood path over {} digits", ex.len()),
             &[("true", pt, Rgb([200, 30, 30])), ("probe", pp, Rgb([30, 60, 200])), ("best other", po, Rgb([30, 150, 60]))],
         );
         save_png(&img, &out.join(format!("fig5_paths_{name}.png")))?;
-        example_rows.push((name, expl));
-    }
-    results.insert("fig5".into(), Value::Object(fig5));
-    results.insert("fig5_digits".into(), json!(idx));
-    results.insert("fig5_labels".into(), json!(labels));
-
-    // Example explanations: I, G(z0), then per method G(z_e) and G(z_e) − G(z0)
-    // (red: ink the probe needs added; blue: ink it needs removed).
-    let shown: Vec<usize> = (0..xs.dim(0)?).step_by(per_class).take(10).collect();
-    let mut g = Grid::new(6, shown.len());
-    g.title = Some("CDeepEx vs xGEMs: why true, not probe? red = add, blue = remove".into());
-    for (c, &i) in shown.iter().enumerate() {
-        let e0 = &example_rows[0].1[i];
-        g.set(0, c, gray_tile(&xs.get(i)?)?);
-        g.set(1, c, gray_tile(&e0.tensor("generated")?.get(0)?)?);
-        if let Target::Contrast { a, b } = &e0.target {
-            g.set_col_label(c, format!("{}-{}", a[0], b[0]));
-        }
-        for (r, (_, expl)) in example_rows.iter().enumerate() {
+        // Examples: I, G(z0), G(z_e) and G(z_e) − G(z0) (red: ink the probe needs
+        // added; blue: ink it needs removed), one digit per class.
+        let shown: Vec<usize> = (0..xs.dim(0)?).step_by(per_class.max(1)).take(10).collect();
+        let mut g = Grid::new(4, shown.len());
+        g.title = Some(format!("{name}: why true, not probe? red = add, blue = remove"));
+        for (c, &i) in shown.iter().enumerate() {
             let e = &expl[i];
-            g.set(2 + 2 * r, c, gray_tile(&e.tensor("counterfactual")?.get(0)?)?);
-            g.set(3 + 2 * r, c, signed_tile(&e.attribution().get(0)?.neg()?)?);
+            g.set(0, c, gray_tile(&xs.get(i)?)?);
+            g.set(1, c, gray_tile(&e.tensor("generated")?.get(0)?)?);
+            g.set(2, c, gray_tile(&e.tensor("counterfactual")?.get(0)?)?);
+            g.set(3, c, signed_tile(&e.attribution().get(0)?.neg()?)?);
+            if let Target::Contrast { a, b } = &e.target {
+                g.set_col_label(c, format!("{}-{}", a[0], b[0]));
+            }
         }
+        for (r, l) in ["I", "G(z0)", "G(ze)", "G(ze)-G(z0)"].iter().enumerate() {
+            g.set_row_label(r, *l);
+        }
+        save_png(&g.render(), &out.join(format!("fig5_examples_{name}.png")))?;
     }
-    for (r, l) in ["I", "G(z0)", "CDeepEx G(ze)", "CDeepEx diff", "xGEMs G(ze)", "xGEMs diff"].iter().enumerate() {
-        g.set_row_label(r, *l);
-    }
-    save_png(&g.render(), &out.join("fig5_examples.png"))?;
 
-    // 3. The biased-8 experiment, when the biased classifier is available.
-    match reg.load_model("mnist-cnn-biased", device) {
-        Ok(biased) => {
-            let r = biased8(a, &reg, biased, gen.clone(), out, device)?;
-            results.insert("biased8".into(), r);
-        }
-        Err(e) => {
-            println!("biased-8 experiment skipped: {e}");
-            results.insert("biased8".into(), json!({"skipped": e.to_string()}));
-        }
+    // 3. The biased-8 experiment (the biased classifier with the generator trained
+    // on biased MNIST).
+    if wanted("biased8") {
+        let r = match (reg.load_model("mnist-cnn-biased", device), reg.load_generator("mnist-vae-biased", device)) {
+            (Ok(biased), Ok(bgen)) => biased8(a, &reg, biased, bgen, out, device)?,
+            (m, g) => {
+                let why = format!("{:?} {:?}", m.err().map(|e| e.to_string()), g.err().map(|e| e.to_string()));
+                println!("biased-8 experiment skipped: {why}");
+                json!({"skipped": why})
+            }
+        };
+        write_json(&out.join("biased8.json"), r)?;
     }
-    let text = serde_json::to_string_pretty(&Value::Object(results))?;
-    lumen_core::io::write_atomic(out.join("results.json"), text.as_bytes())?;
-    println!("wrote {}", out.join("results.json").display());
+    let _ = results;
     Ok(())
 }
 
@@ -315,7 +339,7 @@ fn biased8(
     println!("mnist-cnn-biased: accuracy on clean 8s {:.1}%, other digits called 8 with the square {:.1}%", 100.0 * acc8, 100.0 * to8);
 
     // "Why not 8?" on clean test digits that are not 8 and not predicted 8.
-    let per_class = if a.quick { 1 } else { 3 };
+    let per_class = size("LUMEN_CDEEPEX_B8_PER_CLASS", 1, 2, a)?;
     let idx: Vec<usize> = (0..10)
         .filter(|&c| c != 8)
         .flat_map(|c| (0..100).map(move |k| c * 100 + k))
@@ -330,21 +354,35 @@ fn biased8(
     let toward8 = Target::Contrast { a: vec![8; n], b: idx.iter().map(|&i| pred[i]).collect() };
     let mut shares = serde_json::Map::new();
     let mut maps: Vec<(String, Tensor)> = vec![];
-    // CDeepEx: what would have to be added to become 8 = G(z_e) − G(z0).
-    let mut cfg = CDeepExConfig::default();
-    cfg.inversion.seed = a.seed;
-    let m = CDeepEx::with_generator(cfg, gen);
-    let pb = bar(n, "cdeepex why-not-8");
-    let mut parts = vec![];
-    let mut succ = 0usize;
-    for i in 0..n {
-        let e = m.attribute(model.as_ref(), &xs.narrow(0, i, 1)?, &probe8.select(i..i + 1))?;
-        succ += (e.diagnostics["success_rate"].as_f64() == Some(1.0)) as usize;
-        parts.push(e.attribution().neg()?);
-        pb.inc(1);
+    // CDeepEx and xGEMs (with the generator trained on biased MNIST): what would
+    // have to be added to become 8 = G(z_e) − G(z0).
+    let mut solver = serde_json::Map::new();
+    let mut counterfactuals = vec![];
+    for (name, cfg) in [("cdeepex", CDeepExConfig::default()), ("xgems", CDeepExConfig::xgems())] {
+        let mut cfg = cfg;
+        cfg.inversion.seed = a.seed;
+        let m = CDeepEx::with_generator(cfg, gen.clone());
+        let pb = bar(n, &format!("{name} why-not-8"));
+        let t0 = std::time::Instant::now();
+        let (mut parts, mut cfs, mut ex) = (vec![], vec![], vec![]);
+        for i in 0..n {
+            let e = m.attribute(model.as_ref(), &xs.narrow(0, i, 1)?, &probe8.select(i..i + 1))?;
+            ex.extend(e.diagnostics["examples"].as_array().cloned().unwrap_or_default());
+            parts.push(e.attribution().neg()?);
+            cfs.push(e.tensor("counterfactual")?.clone());
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let count = |k: &str| ex.iter().filter(|e| e[k].as_bool() == Some(true)).count() as f64 / n as f64;
+        let secs = t0.elapsed().as_secs_f64() / n as f64;
+        println!("{name} why-not-8: success {:.0}%, third class wins {:.0}%, {secs:.1} s per digit", 100.0 * count("success"), 100.0 * count("third_class_wins"));
+        solver.insert(
+            name.into(),
+            json!({"success_rate": count("success"), "third_class_wins": count("third_class_wins"), "seconds_per_digit": secs, "per_digit": ex}),
+        );
+        maps.push((name.into(), Tensor::cat(&parts, 0)?));
+        counterfactuals.push((format!("{name} G(ze)"), Tensor::cat(&cfs, 0)?));
     }
-    pb.finish_and_clear();
-    maps.push(("cdeepex".into(), Tensor::cat(&parts, 0)?));
     // Saliency of z_8 − z_pred: positive = raising this pixel favours 8.
     let sal = reg.build_method("saliency", &Params::new())?;
     maps.push(("saliency".into(), sal.attribute(model.as_ref(), &xs, &toward8)?.attribution().clone()));
@@ -365,8 +403,14 @@ fn biased8(
         }
         Err(e) => println!("pda unavailable: {e}"),
     }
-    let mut g = Grid::new(1 + maps.len(), n.min(9));
-    g.title = Some("mnist-cnn-biased: why not 8? red = towards 8".into());
+    let mut g = Grid::new(1 + counterfactuals.len() + maps.len(), n.min(9));
+    g.title = Some("mnist-cnn-biased: why not 8? red = towards 8 (the square: rows/cols 1-6)".into());
+    for (r, (name, t)) in counterfactuals.iter().enumerate() {
+        g.set_row_label(maps.len() + 1 + r, name.as_str());
+        for c in 0..n.min(9) {
+            g.set(maps.len() + 1 + r, c, gray_tile(&t.get(c)?)?);
+        }
+    }
     g.set_row_label(0, "I");
     for c in 0..n.min(9) {
         g.set(0, c, gray_tile(&xs.get(c)?)?);
@@ -387,7 +431,8 @@ fn biased8(
         "others_called_8_with_square": to8,
         "n_digits": n,
         "digits": idx,
-        "cdeepex_success_rate": succ as f64 / n as f64,
+        "seed": a.seed,
+        "solver": solver,
         "square_area_share": 36.0 / 784.0,
         "positive_mass_share_in_square": shares,
     }))

@@ -30,5 +30,14 @@ lumen_core::inventory::submit! {
     }
 }
 
+lumen_core::inventory::submit! {
+    lumen_core::registry::GeneratorEntry {
+        name: "mnist-vae-biased",
+        pack: env!("CARGO_PKG_NAME"),
+        summary: "convolutional VAE trained on biased MNIST (grey square on every training 8), for the biased-8 experiment",
+        load: |d| load_vae("mnist-vae-biased", d),
+    }
+}
+
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}
