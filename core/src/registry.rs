@@ -200,6 +200,12 @@ impl Registry {
         insert(&mut self.methods, "method", entry.name, entry, &origin)
     }
 
+    /// Adds one metric entry directly (tests, and packs that build entries at run time).
+    pub fn add_metric(&mut self, entry: &'static MetricEntry, source: &str) -> Result<()> {
+        let origin = Origin { pack: entry.pack.to_string(), source: source.to_string() };
+        insert(&mut self.metrics, "metric", entry.name, entry, &origin)
+    }
+
     pub fn packs(&self) -> &BTreeMap<String, String> {
         &self.packs
     }
