@@ -6,12 +6,13 @@
 //! absolute error, `Σφ` and `Δ` are in `extra`. For a method that does not claim
 //! completeness every score is NaN and a note says why. Without a method the check
 //! runs anyway. `baseline=auto` takes the method's `zero` / `constant` baseline
-//! (`baseline_value`) and falls back to 0 with a note for any other baseline.
+//! (`baseline_value`) and falls back to 0 with a note for any other baseline;
+//! `baseline=constant` uses the metric's own `baseline_value`.
 
 use crate::util::{host, scores, Layout, Score};
 use lumen_core::metric::{MetricInput, MetricNeeds, MetricOutput};
 use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::{Args, Error, Metric, Result};
+use lumen_core::{Args, Metric, Result};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
@@ -28,7 +29,8 @@ impl Default for CompletenessConfig {
 }
 
 pub static COMPLETENESS_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("baseline", ParamKind::Str, "auto", "constant baseline value, or auto: the method's zero/constant baseline"),
+    ParamSpec::new("baseline", ParamKind::Choice(&["auto", "constant"]), "auto", "auto: the method's zero/constant baseline; constant: baseline_value"),
+    ParamSpec::new("baseline_value", ParamKind::Float, "0", "value of the constant baseline"),
     ParamSpec::new("batch_size", ParamKind::Int, "256", "images per forward pass"),
 ];
 
@@ -42,17 +44,9 @@ impl Completeness {
         Completeness { config }
     }
     pub fn from_args(a: &Args) -> Result<Self> {
-        let s = a.string("baseline")?;
-        let baseline = if s == "auto" {
-            None
-        } else {
-            let v: f64 = s
-                .parse()
-                .map_err(|_| Error::bad_param(a.method(), "baseline", format!("'{s}' is neither auto nor a number")))?;
-            if !v.is_finite() {
-                return Err(Error::bad_param(a.method(), "baseline", "must be finite"));
-            }
-            Some(v)
+        let baseline = match a.string("baseline")?.as_str() {
+            "constant" => Some(a.f64("baseline_value")?),
+            _ => None,
         };
         Ok(Completeness::new(CompletenessConfig { baseline, batch_size: a.positive("batch_size")? }))
     }
@@ -67,7 +61,8 @@ impl Metric for Completeness {
     }
     fn params(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            ("baseline".to_string(), self.config.baseline.map(|b| b.to_string()).unwrap_or_else(|| "auto".into())),
+            ("baseline".to_string(), if self.config.baseline.is_some() { "constant" } else { "auto" }.to_string()),
+            ("baseline_value".to_string(), self.config.baseline.unwrap_or(0.0).to_string()),
             ("batch_size".to_string(), self.config.batch_size.to_string()),
         ])
     }

@@ -331,6 +331,17 @@ fn completeness_of_ig_and_not_of_saliency() {
     let m = Completeness::default();
     let out = m.evaluate(&MetricInput::new(&model, &x, &targets, &phi).with_method(&ig)).unwrap();
     assert!(out.per_example.iter().all(|r| *r < 1e-4), "{out:?}");
+    // The method's constant baseline is found (auto); a wrong baseline shows as an error.
+    let ig5 = IntegratedGradients::new(lumen_std_gradients::IntegratedGradientsConfig {
+        baselines: vec![lumen_std_gradients::Baseline::Constant(0.5)],
+        ..Default::default()
+    });
+    let phi5 = ig5.attribute(&model, &x, &tg).unwrap().attribution().clone();
+    let auto = m.evaluate(&MetricInput::new(&model, &x, &targets, &phi5).with_method(&ig5)).unwrap();
+    assert!(auto.per_example.iter().all(|r| *r < 1e-4), "{auto:?}");
+    let zero = Completeness::new(CompletenessConfig { baseline: Some(0.0), batch_size: 8 });
+    let wrong = zero.evaluate(&MetricInput::new(&model, &x, &targets, &phi5).with_method(&ig5)).unwrap();
+    assert!(wrong.per_example.iter().all(|r| *r > 1e-2), "{wrong:?}");
     // Δ by hand for example 0: wᵀx (the bias cancels).
     let net = small_net(5);
     let xn = t(uniform(2 * 64, 0.0, 1.0, 30), &[2, 1, 8, 8]);
