@@ -108,8 +108,10 @@ pub fn run(a: TrainGeneratorArgs, device: &Device) -> anyhow::Result<()> {
     };
     card.metrics.insert("train_seconds".into(), secs);
     card.metrics.insert("final_neg_elbo".into(), *hist.total.last().unwrap_or(&f64::NAN));
+    let dir = a.out_dir.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/weights")));
+    // Save before the (slow) quality bar so an interrupted measurement keeps the weights.
+    save(&vae, &card, &dir).with_context(|| format!("writing {} into {}", a.name, dir.display()))?;
     measure(&a, &mnist, &VaeGenerator::new(&a.name, vae.clone()), &mut card, device)?;
-    let dir = a.out_dir.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/weights")));
     save(&vae, &card, &dir).with_context(|| format!("writing {} into {}", a.name, dir.display()))?;
     println!("wrote {}", dir.join(format!("{}.toml", a.name)).display());
     Ok(())
