@@ -289,10 +289,27 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
                 json!({"skipped": why})
             }
         };
-        write_json(&out.join("biased8.json"), r)?;
+        write_json(&out.join(format!("biased8{}.json", b8_suffix())), r)?;
     }
     let _ = results;
     Ok(())
+}
+
+/// The latent solvers of the biased-8 part: `LUMEN_CDEEPEX_B8_SOLVERS` (comma list of
+/// `cdeepex`, `xgems`; default both), so that they can run as separate processes.
+fn b8_solvers() -> Vec<String> {
+    match std::env::var("LUMEN_CDEEPEX_B8_SOLVERS") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
+        _ => vec!["cdeepex".into(), "xgems".into()],
+    }
+}
+
+/// Output name suffix when only some solvers run (`biased8_xgems.json`).
+fn b8_suffix() -> String {
+    match std::env::var("LUMEN_CDEEPEX_B8_SOLVERS") {
+        Ok(v) if !v.trim().is_empty() => format!("_{}", b8_solvers().join("_")),
+        _ => String::new(),
+    }
 }
 
 /// The square of biased MNIST: rows and columns 1..=6 (see core's `data::biased`).
@@ -324,6 +341,7 @@ fn biased8(
 ) -> anyhow::Result<Value> {
     let mnist = Mnist::load()?;
     let mask = square_mask();
+    let solvers = b8_solvers();
     let mask_t = Tensor::from_vec(mask.iter().map(|m| *m as u8 as f32).collect::<Vec<_>>(), (1, 1, 28, 28), device)?;
     let add_square = |x: &Tensor| -> anyhow::Result<Tensor> {
         Ok(((x.broadcast_mul(&(1.0 - &mask_t)?)?) + (mask_t.clone() * 0.5)?.broadcast_as(x.dims())?)?)
@@ -359,6 +377,9 @@ fn biased8(
     let mut solver = serde_json::Map::new();
     let mut counterfactuals = vec![];
     for (name, cfg) in [("cdeepex", CDeepExConfig::default()), ("xgems", CDeepExConfig::xgems())] {
+        if !solvers.iter().any(|s| s == name) {
+            continue;
+        }
         let mut cfg = cfg;
         cfg.inversion.seed = a.seed;
         let m = CDeepEx::with_generator(cfg, gen.clone());
@@ -426,7 +447,7 @@ fn biased8(
             g.set(r + 1, c, signed_tile(&t.get(c)?)?);
         }
     }
-    save_png(&g.render(), &out.join("biased8.png"))?;
+    save_png(&g.render(), &out.join(format!("biased8{}.png", b8_suffix())))?;
     Ok(json!({
         "accuracy_clean_8": acc8,
         "others_called_8_with_square": to8,
