@@ -27,6 +27,35 @@ pub enum Dataset {
     Mnist,
     /// The same images with the bias square on one class (CDeepEx §4.3).
     Biased(BiasedConfig),
+    /// Any labelled inputs held in memory (e.g. the genomics simulation). Image
+    /// augmentation does not apply.
+    Tensors(TensorData),
+}
+
+impl Dataset {
+    fn is_mnist(&self) -> bool {
+        !matches!(self, Dataset::Tensors(_))
+    }
+}
+
+/// Labelled inputs for [`Dataset::Tensors`].
+#[derive(Clone, PartialEq)]
+pub struct TensorData {
+    /// What the data is (goes into the model card).
+    pub description: String,
+    /// Shape of one input, e.g. `[4, 200]`.
+    pub shape: Vec<usize>,
+    /// `labels.len() × prod(shape)` values, row-major.
+    pub values: Vec<f32>,
+    /// Class indices.
+    pub labels: Vec<usize>,
+}
+
+impl std::fmt::Debug for TensorData {
+    // The values are large; show what they are, not all of them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TensorData({}: {} × {:?})", self.description, self.labels.len(), self.shape)
+    }
 }
 
 /// The training recipe.
@@ -147,6 +176,10 @@ pub struct TrainReport {
     pub seconds: f64,
     /// (epoch, mean loss, accuracy) per epoch.
     pub history: Vec<(usize, f64, f64)>,
+    /// Training examples, the shape of one, and the number of classes seen.
+    pub num_train: usize,
+    pub input_shape: Vec<usize>,
+    pub num_classes: usize,
 }
 
 /// A trained network with its variables.
@@ -161,6 +194,8 @@ pub struct Trained {
 struct Data {
     pixels: Vec<f32>,
     labels: Vec<usize>,
+    /// Shape of one input.
+    shape: Vec<usize>,
 }
 
 fn load_data(ds: &Dataset, limit: Option<usize>) -> Result<Data> {
@@ -173,20 +208,32 @@ fn load_data(ds: &Dataset, limit: Option<usize>) -> Result<Data> {
                 pixels.extend(m.pixels[r * PIXELS..(r + 1) * PIXELS].iter().map(|&p| p as f32 / 255.0));
                 labels.push(m.labels[r] as usize);
             }
-            Data { pixels, labels }
+            Data { pixels, labels, shape: vec![1, SIDE, SIDE] }
         }
         Dataset::Biased(c) => {
             let b = BiasedMnist::train(c.clone())?;
-            Data { pixels: b.pixels, labels: b.labels }
+            Data { pixels: b.pixels, labels: b.labels, shape: vec![1, SIDE, SIDE] }
+        }
+        Dataset::Tensors(t) => {
+            let item: usize = t.shape.iter().product();
+            if item == 0 || t.values.len() != t.labels.len() * item {
+                return Err(Error::shape(
+                    format!("{} × {:?} values", t.labels.len(), t.shape),
+                    format!("{} values", t.values.len()),
+                ));
+            }
+            Data { pixels: t.values.clone(), labels: t.labels.clone(), shape: t.shape.clone() }
         }
     };
     if let Some(n) = limit {
         // The split is sorted by class: take every k-th image so a subset keeps all classes.
+        let item: usize = d.shape.iter().product();
         let k = (d.labels.len() / n.max(1)).max(1);
         let keep: Vec<usize> = (0..d.labels.len()).step_by(k).take(n).collect();
         d = Data {
-            pixels: keep.iter().flat_map(|&i| d.pixels[i * PIXELS..(i + 1) * PIXELS].iter().copied()).collect(),
+            pixels: keep.iter().flat_map(|&i| d.pixels[i * item..(i + 1) * item].iter().copied()).collect(),
             labels: keep.iter().map(|&i| d.labels[i]).collect(),
+            shape: d.shape,
         };
     }
     Ok(d)
@@ -249,10 +296,19 @@ fn check(cfg: &TrainConfig) -> Result<()> {
     if !(0.0..0.5).contains(&cfg.scale) {
         return bad("scale", "must be in [0, 0.5)");
     }
+    if !cfg.dataset.is_mnist() {
+        if cfg.shift > 0 || cfg.rotate_deg > 0.0 || cfg.scale > 0.0 {
+            return bad("shift", "image augmentation (shift, rotate_deg, scale) needs MNIST images; set them to 0");
+        }
+        if cfg.evaluate {
+            return bad("evaluate", "measures MNIST test accuracy; evaluate in-memory data with its own test set");
+        }
+    }
     Ok(())
 }
 
-/// Trains `layers` (which must map `[B, 1, 28, 28]` to 10 logits) with `cfg`.
+/// Trains `layers` with `cfg`: on MNIST they must map `[B, 1, 28, 28]` to 10
+/// logits; on [`Dataset::Tensors`], the data's input shape to its classes.
 pub fn train(layers: &[LayerSpec], cfg: &TrainConfig, device: &Device) -> Result<Trained> {
     check(cfg)?;
     let data = load_data(&cfg.dataset, cfg.limit)?;
@@ -292,7 +348,8 @@ pub fn train(layers: &[LayerSpec], cfg: &TrainConfig, device: &Device) -> Result
     let mut report = TrainReport::default();
     let mut order: Vec<usize> = (0..n).collect();
     let mut step = 0;
-    let mut buf = vec![0f32; PIXELS];
+    let item: usize = data.shape.iter().product();
+    let mut buf = vec![0f32; item];
     for epoch in 0..cfg.epochs {
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
@@ -300,9 +357,9 @@ pub fn train(layers: &[LayerSpec], cfg: &TrainConfig, device: &Device) -> Result
             if step >= total {
                 break;
             }
-            let mut xs = Vec::with_capacity(batch.len() * PIXELS);
+            let mut xs = Vec::with_capacity(batch.len() * item);
             for &i in batch {
-                let src = &data.pixels[i * PIXELS..(i + 1) * PIXELS];
+                let src = &data.pixels[i * item..(i + 1) * item];
                 if cfg.rotate_deg > 0.0 || cfg.scale > 0.0 {
                     let t = cfg.rotate_deg.to_radians();
                     let theta = if t > 0.0 { rng.gen_range(-t..=t) } else { 0.0 };
@@ -324,7 +381,9 @@ pub fn train(layers: &[LayerSpec], cfg: &TrainConfig, device: &Device) -> Result
                 xs.extend_from_slice(&buf);
             }
             let b = batch.len();
-            let xs = Tensor::from_vec(xs, (b, 1, SIDE, SIDE), device)?;
+            let mut shape = vec![b];
+            shape.extend(&data.shape);
+            let xs = Tensor::from_vec(xs, shape, device)?;
             let ys: Vec<u32> = batch.iter().map(|&i| data.labels[i] as u32).collect();
             let ys = Tensor::from_vec(ys, b, device)?;
 
@@ -373,6 +432,9 @@ pub fn train(layers: &[LayerSpec], cfg: &TrainConfig, device: &Device) -> Result
     }
     pb.finish_and_clear();
     report.steps = step;
+    report.num_train = n;
+    report.input_shape = data.shape.clone();
+    report.num_classes = data.labels.iter().max().map_or(0, |m| m + 1);
     if cfg.evaluate {
         report.test_accuracy = Some(test_accuracy(&network, device)?);
     }
@@ -468,6 +530,7 @@ impl Trained {
                 "biased mnist-5k train split: {:.0}% of class {} carry a {}×{} square of value {} at row {}, column {} (seed {})",
                 100.0 * b.fraction, b.class, b.square.size, b.square.size, b.square.value, b.square.top, b.square.left, b.seed
             ),
+            Dataset::Tensors(t) => t.description.clone(),
         }));
         put("seed", toml::Value::Integer(c.seed as i64));
         put("epochs", toml::Value::Integer(c.epochs as i64));
@@ -510,10 +573,10 @@ impl Trained {
             name: name.to_string(),
             description: description.to_string(),
             architecture: name.to_string(),
-            input_shape: vec![1, SIDE, SIDE],
+            input_shape: if c.dataset.is_mnist() { vec![1, SIDE, SIDE] } else { self.report.input_shape.clone() },
             input_range: [0.0, 1.0],
             normalization: None,
-            labels: (0..10).map(|i| i.to_string()).collect(),
+            labels: (0..if c.dataset.is_mnist() { 10 } else { self.report.num_classes }).map(|i| i.to_string()).collect(),
             weights: format!("{name}.safetensors"),
             num_train: self.report_num_train(),
             training,
@@ -523,7 +586,11 @@ impl Trained {
     }
 
     fn report_num_train(&self) -> usize {
-        self.config.limit.map_or(4000, |n| n.min(4000))
+        if self.config.dataset.is_mnist() {
+            self.config.limit.map_or(4000, |n| n.min(4000))
+        } else {
+            self.report.num_train
+        }
     }
 
     /// Writes `DIR/NAME.safetensors` and `DIR/NAME.toml` atomically; returns the card path.
@@ -639,6 +706,48 @@ mod tests {
         assert_eq!(c.labels.len(), 10);
         assert_eq!(c.num_train, 40);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// In-memory data of another shape: a 1-D task (is the first half's sum larger?)
+    /// is learnt; augmentation and MNIST evaluation are refused.
+    #[test]
+    fn trains_on_in_memory_data() {
+        use lumen_core::model::{LayerKind as K, LayerSpec as L};
+        let d = Device::Cpu;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let n = 400;
+        let values: Vec<f32> = (0..n * 8).map(|_| rng.gen::<f32>()).collect();
+        let labels: Vec<usize> =
+            values.chunks(8).map(|r| usize::from(r[..4].iter().sum::<f32>() > r[4..].iter().sum::<f32>())).collect();
+        let data = TensorData { description: "halves".into(), shape: vec![2, 4], values, labels: labels.clone() };
+        let layers = vec![
+            L::new("flatten", K::Flatten),
+            L::new("fc1", K::Linear { in_features: 8, out_features: 16, bias: true }),
+            L::new("relu", K::Relu),
+            L::new("fc2", K::Linear { in_features: 16, out_features: 2, bias: true }),
+        ];
+        let cfg = TrainConfig {
+            epochs: 30,
+            batch_size: 32,
+            lr: 1e-2,
+            weight_decay: 0.0,
+            shift: 0,
+            dataset: Dataset::Tensors(data.clone()),
+            evaluate: false,
+            progress: false,
+            ..Default::default()
+        };
+        let t = train(&layers, &cfg, &d).unwrap();
+        let xs = Tensor::from_vec(data.values.clone(), (n, 2, 4), &d).unwrap();
+        let acc = accuracy(|x| t.network.forward(x), &xs, &labels).unwrap();
+        assert!(acc > 0.9, "accuracy {acc}");
+        let card = t.card("halves", "test");
+        assert_eq!((card.input_shape, card.labels.len(), card.num_train), (vec![2, 4], 2, n));
+        for bad in [TrainConfig { shift: 2, ..cfg.clone() }, TrainConfig { evaluate: true, ..cfg.clone() }] {
+            assert!(train(&layers, &bad, &d).is_err());
+        }
+        let short = TensorData { values: vec![0.0; 5], ..data };
+        assert!(train(&layers, &TrainConfig { dataset: Dataset::Tensors(short), ..cfg }, &d).is_err());
     }
 
     #[test]

@@ -68,11 +68,15 @@ pub struct GenomicsConfig {
     pub length: usize,
     pub positive_fraction: f64,
     pub seed: u64,
+    /// Plant motifs only inside the first this-many bases (`None`: anywhere). A model
+    /// whose pooling skips the tail (genomics-cnn never reads the last 36 bases)
+    /// cannot see a motif planted there.
+    pub plant_within: Option<usize>,
 }
 
 impl Default for GenomicsConfig {
     fn default() -> Self {
-        GenomicsConfig { n: 1000, length: 200, positive_fraction: 0.5, seed: 0 }
+        GenomicsConfig { n: 1000, length: 200, positive_fraction: 0.5, seed: 0, plant_within: None }
     }
 }
 
@@ -112,6 +116,10 @@ impl Genomics {
         if cfg.length < 4 * longest {
             return Err(Error::Data(format!("sequence length {} is too short for four motif copies", cfg.length)));
         }
+        let span = cfg.plant_within.unwrap_or(cfg.length).min(cfg.length);
+        if span < 4 * longest {
+            return Err(Error::Data(format!("plant_within {span} is too short for four motif copies")));
+        }
         if !(0.0..=1.0).contains(&cfg.positive_fraction) {
             return Err(Error::Data(format!("positive_fraction {} is not in [0, 1]", cfg.positive_fraction)));
         }
@@ -135,7 +143,7 @@ impl Genomics {
                 let mut ok = true;
                 for &m in &kinds {
                     let len = MOTIFS[m].len();
-                    let start = rng.gen_range(0..=cfg.length - len);
+                    let start = rng.gen_range(0..=span - len);
                     if placed.iter().any(|p| start < p.start + p.len() + 1 && p.start < start + len + 1) {
                         ok = false;
                         break;
@@ -218,6 +226,11 @@ mod tests {
             }
         }
         assert!(pos > 100 && pos < 200, "{pos}");
+        // Restricted planting keeps every copy inside the window.
+        let w = Genomics::simulate(&GenomicsConfig { n: 200, seed: 7, plant_within: Some(164), ..Default::default() }).unwrap();
+        assert!(w.seqs.iter().flat_map(|s| &s.motifs).all(|m| m.start + m.len() <= 164));
+        assert!(w.seqs.iter().flat_map(|s| &s.motifs).any(|m| m.start + m.len() > 150));
+        assert!(Genomics::simulate(&GenomicsConfig { plant_within: Some(20), ..Default::default() }).is_err());
         let x = g.onehot(&[0, 1], &Device::Cpu).unwrap();
         assert_eq!(x.dims(), &[2, 4, 200]);
         let sums = x.sum(1).unwrap().to_vec2::<f32>().unwrap();

