@@ -152,6 +152,34 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
     io::save_png(out.join("strong_features.png"), &masks)?;
     println!("wrote {}", out.join("strong_features.png").display());
 
+    // Which class dominates the digit? Ĉ over the ink, with both seeds.
+    let m = if a.quick { 20 } else { 100 };
+    let didx: Vec<usize> = (0..m).map(|i| i * n / m).collect();
+    let sel = Tensor::from_vec(didx.iter().map(|i| *i as u32).collect::<Vec<_>>(), m, x.device())?;
+    let xd = x.index_select(&sel, 0)?;
+    let yd: Vec<usize> = didx.iter().map(|i| y[*i]).collect();
+    let mut dominance = vec![];
+    for seed in [Seed::Signed, Seed::Positive] {
+        let e = Clear::new(ClearConfig { seed, ..Default::default() }).attribute(&*model, &xd, &Target::Classes(yd.clone()))?;
+        let cmap = e.tensor("class_map")?.flatten_from(1)?.to_vec2::<f32>()?;
+        let ink_px = xd.flatten_from(1)?.to_vec2::<f32>()?;
+        let scale = e.tensor("class_maps")?.flatten_from(2)?.max(2)?.mean(0)?.to_vec1::<f32>()?;
+        let mut by_class = vec![0f64; labels.len()];
+        let (mut on_true, mut total) = (0f64, 0f64);
+        for i in 0..m {
+            for (c, v) in cmap[i].iter().zip(&ink_px[i]) {
+                let v = *v as f64;
+                total += v;
+                by_class[*c as usize] += v;
+                if *c as usize == yd[i] {
+                    on_true += v;
+                }
+            }
+        }
+        let total = total.max(1e-12);
+        dominance.push((seed, on_true / total, by_class.iter().map(|b| b / total).collect::<Vec<_>>(), scale));
+    }
+
     // Tables.
     let command = format!("lumen reproduce clear{}", if a.quick { " --quick" } else { "" });
     let secs = t0.elapsed().as_secs_f64();
@@ -177,7 +205,22 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
     }
     writeln!(
         md,
-        "\nTimings: R(x|true) for {n} images {map_secs:.1} s ({:.1} ms per image); the full CLEAR explanation \
+        "Which class dominates the digit: over {m} test digits (every {}th), the share of the ink (sum of pixel \
+         intensities) on which Ĉ is the true class, the share of the ink each class dominates, and the mean over \
+         the digits of max R(x|c) per class c (the scale each kernel's back-projection reaches).\n",
+        n / m
+    )?;
+    let head_cls = labels.join(" | ");
+    writeln!(md, "| activation | Ĉ = true class | what | {head_cls} |\n|---|---|---|{}", "---|".repeat(labels.len()))?;
+    for (seed, on_true, by_class, scale) in &dominance {
+        let f = |v: &[f64], d: usize| v.iter().map(|x| format!("{x:.d$}")).collect::<Vec<_>>().join(" | ");
+        writeln!(md, "| {} | {:.1}% | share of ink dominated | {} |", seed.name(), 100.0 * on_true, f(by_class, 3))?;
+        let sc: Vec<f64> = scale.iter().map(|v| *v as f64).collect();
+        writeln!(md, "| {} | | mean max R(x\\|c) | {} |", seed.name(), f(&sc, 2))?;
+    }
+    writeln!(
+        md,
+        "\nTimings (signed seed): R(x|true) for {n} images {map_secs:.1} s ({:.1} ms per image); the full CLEAR explanation \
          (all 10 classes) {:.0} ms per image.",
         1000.0 * map_secs / n as f64,
         1000.0 * fig_secs
@@ -200,6 +243,9 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
         })).collect::<Vec<_>>(),
         "ms_per_image_true_class_map": 1000.0 * map_secs / n as f64,
         "ms_per_image_full_clear": 1000.0 * fig_secs,
+        "dominance": dominance.iter().map(|(seed, t, b, sc)| serde_json::json!({
+            "activation": seed.name(), "true_class_share_of_ink": t, "ink_share_by_class": b, "mean_max_response_by_class": sc,
+        })).collect::<Vec<_>>(),
         "figure_correct": correct,
         "figure_wrong": wrong,
     });
