@@ -37,7 +37,7 @@ const W1: [[[f32; 3]; 3]; 2] = [
 ];
 const B1: [f32; 2] = [0.1, -0.2];
 const W2: [[f32; 2]; 2] = [[1.5, -0.5], [-1.0, 2.0]];
-const B2: [f32; 2] = [0.3, -0.1];
+const B2: [f32; 2] = [-0.3, -0.1];
 
 fn two_layer() -> NetworkModel {
     let w1: Vec<f32> = W1.iter().flatten().flatten().copied().collect();
@@ -142,18 +142,22 @@ fn naive_back_projection(x: &[[f32; 4]; 4], c: usize, seed: Seed) -> [[f32; 4]; 
 #[test]
 fn deconvolution_matches_naive_back_projection() {
     let m = two_layer();
-    let xs: [[[f32; 4]; 4]; 2] = [
+    // The third example is nearly blank: conv1's channel 1 (bias −0.2) is dead over
+    // whole pool windows there, where only Deconvnet (not Guided Backprop) lets the
+    // signal through, to the window's first position.
+    let xs: [[[f32; 4]; 4]; 3] = [
         [[0.9, 0.1, 0.4, 0.0], [0.3, 0.8, 0.2, 0.6], [0.0, 0.5, 1.0, 0.7], [0.2, 0.0, 0.35, 0.15]],
         [[0.05, 0.6, 0.0, 0.95], [0.7, 0.2, 0.45, 0.1], [0.85, 0.0, 0.3, 0.55], [0.4, 0.65, 0.1, 0.0]],
+        [[0.3, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]],
     ];
     let flat: Vec<f32> = xs.iter().flatten().flatten().copied().collect();
-    let x = t(&flat, &[2, 1, 4, 4]);
-    let classes = vec![vec![0, 1], vec![1, 0]];
+    let x = t(&flat, &[3, 1, 4, 4]);
+    let classes = vec![vec![0, 1], vec![1, 0], vec![0, 1]];
     let mut nonzero = 0;
     let mut differ = false;
     for (bs, seed) in [(1, Seed::Signed), (3, Seed::Signed), (64, Seed::Signed), (1, Seed::Positive), (64, Seed::Positive)] {
         let r = attentive_responses(&m, &x, &classes, bs, seed).unwrap();
-        assert_eq!(r.dims(), &[2, 2, 1, 4, 4]);
+        assert_eq!(r.dims(), &[3, 2, 1, 4, 4]);
         let got = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for (b, cs) in classes.iter().enumerate() {
             for (s, c) in cs.iter().enumerate() {
@@ -173,7 +177,7 @@ fn deconvolution_matches_naive_back_projection() {
     assert!(differ, "the example must have negative class activations");
     // The method's per-class maps are the same back-projections.
     let signed = Clear::new(ClearConfig { seed: Seed::Signed, ..Default::default() });
-    let e = signed.attribute(&m, &x, &Target::Classes(vec![1, 0])).unwrap();
+    let e = signed.attribute(&m, &x, &Target::Classes(vec![1, 0, 0])).unwrap();
     let cm = e.tensor("class_maps").unwrap().flatten_from(2).unwrap().to_vec3::<f32>().unwrap();
     let want = naive_back_projection(&xs[1], 1, Seed::Signed);
     for i in 0..4 {
