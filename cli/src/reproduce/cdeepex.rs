@@ -317,12 +317,13 @@ fn square_mask() -> Vec<bool> {
     (0..784).map(|p| (1..7).contains(&(p / 28)) && (1..7).contains(&(p % 28))).collect()
 }
 
-/// Share of the positive mass of `map` (`[1, 28, 28]`) inside the square.
-fn positive_share(map: &Tensor, mask: &[bool]) -> anyhow::Result<f64> {
+/// Share of the positive mass of `map` (`[1, 28, 28]`) inside the square (of the
+/// negative mass with `sign` = −1).
+fn positive_share(map: &Tensor, mask: &[bool], sign: f32) -> anyhow::Result<f64> {
     let v = map.flatten_all()?.to_vec1::<f32>()?;
     let (mut inside, mut total) = (0f64, 0f64);
     for (x, m) in v.iter().zip(mask) {
-        let p = x.max(0.0) as f64;
+        let p = (sign * x).max(0.0) as f64;
         total += p;
         if *m {
             inside += p;
@@ -438,10 +439,19 @@ fn biased8(
         g.set(0, c, gray_tile(&xs.get(c)?)?);
     }
     for (r, (name, t)) in maps.iter().enumerate() {
-        let s: Vec<f64> = (0..n).map(|i| positive_share(&t.get(i)?, &mask)).collect::<anyhow::Result<_>>()?;
+        let s: Vec<f64> = (0..n).map(|i| positive_share(&t.get(i)?, &mask, 1.0)).collect::<anyhow::Result<_>>()?;
+        let neg: Vec<f64> = (0..n).map(|i| positive_share(&t.get(i)?, &mask, -1.0)).collect::<anyhow::Result<_>>()?;
         let mean = s.iter().sum::<f64>() / n as f64;
-        println!("why not 8? {name}: mean share of positive mass inside the square {:.1}% (area share 4.6%)", 100.0 * mean);
-        shares.insert(name.clone(), json!({"mean_share": mean, "per_digit": s}));
+        let mean_neg = neg.iter().sum::<f64>() / n as f64;
+        println!(
+            "why not 8? {name}: mean share of positive mass inside the square {:.1}%, of negative mass {:.1}% (area share 4.6%)",
+            100.0 * mean,
+            100.0 * mean_neg
+        );
+        shares.insert(
+            name.clone(),
+            json!({"mean_share": mean, "per_digit": s, "mean_negative_share": mean_neg, "per_digit_negative": neg}),
+        );
         g.set_row_label(r + 1, name.as_str());
         for c in 0..n.min(9) {
             g.set(r + 1, c, signed_tile(&t.get(c)?)?);
