@@ -112,8 +112,9 @@ fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 /// Draws the chart; the legend goes to the right of the plot area.
 pub fn line_chart(c: &LineChart) -> anyhow::Result<RgbImage> {
     let legend_w = c.series.iter().map(|s| render::text_width(&s.name, FS)).max().unwrap_or(0) + 60;
-    let (w, h) = (760 + legend_w, 560u32);
     let (top, bottom, left) = (56u32, 70u32, 100u32);
+    // Wide enough for the title.
+    let (w, h) = ((760 + legend_w).max(left + render::text_width(&c.title, FS) + 20), 560u32);
     let (x0, x1) = match &c.x_ticks {
         Some(t) if !t.is_empty() => {
             let (lo, hi) = range_of(t.iter().map(|p| p.0));
@@ -206,7 +207,7 @@ pub fn bar_chart(title: &str, x_label: &str, bars: &[Bar]) -> anyhow::Result<Rgb
     let name_w = bars.iter().map(|b| render::text_width(&b.name, FS)).max().unwrap_or(0) + 24;
     let row = 34u32;
     let (top, bottom) = (56u32, 70u32);
-    let (w, h) = (name_w + 720, top + bottom + row * bars.len().max(1) as u32);
+    let (w, h) = ((name_w + 720).max(render::text_width(title, FS) + 28), top + bottom + row * bars.len().max(1) as u32);
     let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
     let (mut lo, mut hi) = range_of(
         bars.iter()

@@ -407,7 +407,7 @@ fn plots(dir: &Path, aggs: &[MethodAgg], ctx: &Context) -> anyhow::Result<Plots>
             ticks.sort_by(|a, b| a.0.total_cmp(&b.0));
             let lo = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| v.is_finite()).fold(0.0, f64::min);
             let c = LineChart {
-                title: format!("{}: {score} of |map| with the trained model's, layers randomized top down", m.name),
+                title: format!("{}: mean {score} of |map| with the trained model's", m.name),
                 x_label: "randomized down to layer (cumulative)".into(),
                 y_label: format!("mean {score}"),
                 series,
