@@ -166,3 +166,26 @@ fn eval_errors_are_one_clear_line() {
     assert!(!out.join("summary.csv").exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Localization needs masks: refused on plain MNIST, and on the biased-8 set the
+/// biased model's evidence for 8 sits in the square far above chance (36/784).
+#[test]
+fn eval_localization_on_the_biased_square() {
+    let d = tmpdir("eval-biased");
+    let out = d.join("b");
+    let o = out.to_str().unwrap();
+    let e = fails(&["eval", "--methods", "saliency", "--metrics", "localization", "--n", "4", "--out", o]);
+    assert!(e.contains("needs ground-truth masks") && e.contains("--data biased"), "{e}");
+    ok(&[
+        "eval", "--model", "mnist-cnn-biased", "--data", "biased", "--methods", "input_x_gradient", "--metrics",
+        "localization", "--n", "4", "--out", o,
+    ]);
+    let summary = read(&out.join("summary.csv"));
+    let row = summary.lines().find(|l| l.starts_with("input_x_gradient,localization,score,")).expect("localization row");
+    let mean: f64 = row.split(',').nth(3).unwrap().parse().unwrap();
+    assert!(mean > 0.3, "mass in the square {mean}");
+    // Every example is explained for class 8.
+    let per = read(&out.join("per_example.csv"));
+    assert!(per.lines().skip(1).all(|l| l.split(',').nth(6) == Some("8")), "{per}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
