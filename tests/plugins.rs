@@ -411,6 +411,44 @@ fn panicking_pack_method_is_contained_and_the_next_call_works() {
     assert!(e.to_string().contains("panicked"), "{e}");
     // and the host still works
     assert!(sal.attribute(&model, &x, &Target::Class(1)).is_ok());
+
+    // a pack generator: decoder and encoder panics are contained too
+    let g = reg.load_generator("fixture-panic-generator", &Device::Cpu).unwrap();
+    assert_eq!(g.latent_dim(), 4);
+    let z = Tensor::zeros((1, 4), lumen_core::candle::DType::F32, &Device::Cpu).unwrap();
+    for _ in 0..2 {
+        match g.generate(&z) {
+            Err(Error::PluginPanicked { plugin, message }) => {
+                assert_eq!(plugin, "fixture-panic");
+                assert!(message.contains("pack generator"), "{message}");
+            }
+            other => panic!("expected PluginPanicked, got {other:?}"),
+        }
+    }
+    match g.encode(&x) {
+        Some(Err(Error::PluginPanicked { message, .. })) => assert!(message.contains("encoder"), "{message}"),
+        other => panic!("expected a contained encoder panic, got {other:?}"),
+    }
+
+    // a pack sampler: build works, every draw and save panic is contained
+    let train = Tensor::zeros((2, 1, 28, 28), lumen_core::candle::DType::F32, &Device::Cpu).unwrap();
+    let s = reg.build_sampler("fixture-panic-sampler", &Params::new(), &train).unwrap();
+    let img = x.get(0).unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    for _ in 0..2 {
+        match s.sample(&img, lumen_core::sampler::Window::square(0, 0, 3), 2, &mut rng) {
+            Err(Error::PluginPanicked { plugin, message }) => {
+                assert_eq!(plugin, "fixture-panic");
+                assert!(message.contains("pack sampler"), "{message}");
+            }
+            other => panic!("expected PluginPanicked, got {other:?}"),
+        }
+    }
+    let e = s.save(&std::env::temp_dir().join("lumen-never-written")).unwrap_err();
+    assert!(matches!(e, Error::PluginPanicked { .. }), "{e}");
+    // the host's own sampler still works after the panics
+    let m = reg.build_sampler("marginal", &Params::new(), &train).unwrap();
+    assert_eq!(m.sample(&img, lumen_core::sampler::Window::square(0, 0, 3), 2, &mut rng).unwrap().dims(), &[2, 1, 3, 3]);
 }
 
 /// Libraries are opened once per process: a later registry, even one searching a copy
@@ -467,4 +505,78 @@ fn example_pack_runs_from_lumen_run() {
     let (so, se) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{so}\n{se}");
     assert!(so.contains("pack map: 784 1.0 0.0") || so.contains("pack map: 784 1 0"), "{so}\n{se}");
+}
+
+/// The standard packs are ordinary packs: a host that links none of them finds every
+/// one as a plugin file in the target directory, and computes the same maps as the
+/// `lumen` binary, which links them statically.
+#[test]
+fn standard_packs_load_as_plugin_files_into_a_bare_host() {
+    let exe = built(profile_dir().join("examples").join(format!("bare_host{}", std::env::consts::EXE_SUFFIX)));
+    // The pack files cargo built, copied into a plugin directory of their own.
+    let packs: Vec<PathBuf> = [
+        "lumen_models",
+        "lumen_std_gradients",
+        "lumen_std_propagation",
+        "lumen_std_relevance",
+        "lumen_std_perturbation",
+        "lumen_std_generators",
+        "lumen_cdeepex",
+        "lumen_clear",
+        "lumen_std_metrics",
+    ]
+    .iter()
+    .map(|c| built(profile_dir().join("deps").join(lib_name(c))))
+    .collect();
+    let dir = plugin_dir("bare-host", &packs);
+    // Run directly (not through cargo): the rpath must find lumen-dylib and std.
+    let out = Command::new(&exe).arg(&dir).env_remove("LD_LIBRARY_PATH").output().expect("run bare_host");
+    let so = String::from_utf8_lossy(&out.stdout).into_owned();
+    let se = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "bare_host failed:\n{so}\n{se}");
+    for pack in [
+        "lumen-models",
+        "lumen-std-gradients",
+        "lumen-std-propagation",
+        "lumen-std-relevance",
+        "lumen-std-perturbation",
+        "lumen-std-generators",
+        "lumen-cdeepex",
+        "lumen-clear",
+        "lumen-std-metrics",
+    ] {
+        // Packs that embed another pack (std-relevance links lumen-models) report it
+        // as already loaded; one file must have registered it.
+        assert!(so.lines().any(|l| l.starts_with(&format!("pack {pack} loaded "))), "{pack} not loaded:\n{so}\n{se}");
+    }
+    let list = |kind: &str| -> Vec<String> {
+        let l = so.lines().find(|l| l.starts_with(&format!("{kind} "))).unwrap_or_else(|| panic!("{kind}:\n{so}"));
+        l[kind.len() + 1..].split(',').map(str::to_string).collect()
+    };
+    let methods = list("methods");
+    for m in ["saliency", "integrated_gradients", "smoothgrad", "guided_backprop", "deeplift", "lrp", "pda", "cdeepex", "xgems", "clear"] {
+        assert!(methods.iter().any(|x| x == m), "{m} missing: {methods:?}");
+    }
+    assert!(list("models").iter().any(|x| x == "mnist-cnn"));
+    assert!(list("models").iter().any(|x| x == "genomics-cnn"));
+    assert!(list("generators").iter().any(|x| x == "mnist-vae"));
+    assert!(list("samplers").iter().any(|x| x == "conditional_gaussian"));
+    assert!(list("metrics").iter().any(|x| x == "deletion"));
+
+    // The same maps, computed here through the statically linked packs.
+    lumen_std_gradients::link();
+    let _ = lumen_models::models_dirs;
+    let reg = Registry::from_inventory().unwrap();
+    let model = reg.load_model("mnist-cnn", &Device::Cpu).unwrap();
+    let x = lumen_core::data::load_input("mnist:test:0", &Device::Cpu).unwrap().tensor.unsqueeze(0).unwrap();
+    for (method, params) in [("saliency", Params::new()), ("integrated_gradients", Params::new().with("steps", 16i64))] {
+        let e = reg.build_method(method, &params).unwrap().attribute(model.as_ref(), &x, &Target::Class(7)).unwrap();
+        let a = e.attribution();
+        let here = [a.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), a.sum_all().unwrap().to_scalar::<f32>().unwrap()];
+        let line = so.lines().find(|l| l.starts_with(&format!("{method} "))).unwrap_or_else(|| panic!("{method}:\n{so}"));
+        let there: Vec<f32> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect();
+        for (h, t) in here.iter().zip(&there) {
+            assert!((h - t).abs() <= 1e-5 * h.abs().max(1.0), "{method}: host {here:?} vs bare host {there:?}");
+        }
+    }
 }

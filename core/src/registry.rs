@@ -250,19 +250,25 @@ impl Registry {
 
     pub fn load_generator(&self, name: &str, device: &Device) -> Result<Arc<dyn Generator>> {
         let item = lookup(&self.generators, "generator", name)?;
-        guard(&item.origin.pack, || (item.entry.load)(device))
+        let pack = item.origin.pack.clone();
+        let inner = guard(&pack, || (item.entry.load)(device))?;
+        Ok(Arc::new(GuardedGenerator { inner, pack }))
     }
 
     pub fn build_sampler(&self, name: &str, params: &Params, train: &Tensor) -> Result<Box<dyn Sampler>> {
         let item = lookup(&self.samplers, "sampler", name)?;
         let args = Args::new(name, item.entry.params, params)?;
-        guard(&item.origin.pack, || (item.entry.build)(&args, train))
+        let pack = item.origin.pack.clone();
+        let inner = guard(&pack, || (item.entry.build)(&args, train))?;
+        Ok(Box::new(GuardedSampler { inner, pack }))
     }
 
     pub fn load_sampler(&self, name: &str, params: &Params, path: &std::path::Path) -> Result<Box<dyn Sampler>> {
         let item = lookup(&self.samplers, "sampler", name)?;
         let args = Args::new(name, item.entry.params, params)?;
-        guard(&item.origin.pack, || (item.entry.load)(&args, path))
+        let pack = item.origin.pack.clone();
+        let inner = guard(&pack, || (item.entry.load)(&args, path))?;
+        Ok(Box::new(GuardedSampler { inner, pack }))
     }
 
     pub fn sampler(&self, name: &str) -> Result<&'static SamplerEntry> {
@@ -360,6 +366,61 @@ impl Classifier for GuardedModel {
     }
     fn forward_with(&self, xs: &Tensor, opts: &crate::model::ForwardOptions) -> Result<crate::model::Forward> {
         guard(&self.pack, || self.inner.forward_with(xs, opts))
+    }
+}
+
+/// A generator whose calls are contained with `catch_unwind`.
+struct GuardedGenerator {
+    inner: Arc<dyn Generator>,
+    pack: String,
+}
+
+impl Generator for GuardedGenerator {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn latent_dim(&self) -> usize {
+        self.inner.latent_dim()
+    }
+    fn output_shape(&self) -> &[usize] {
+        self.inner.output_shape()
+    }
+    fn generate(&self, z: &Tensor) -> Result<Tensor> {
+        guard(&self.pack, || self.inner.generate(z))
+    }
+    fn encode(&self, x: &Tensor) -> Option<Result<Tensor>> {
+        match catch_unwind(AssertUnwindSafe(|| self.inner.encode(x))) {
+            Ok(r) => r,
+            Err(p) => Some(Err(Error::PluginPanicked { plugin: self.pack.clone(), message: panic_message(&*p) })),
+        }
+    }
+}
+
+/// A sampler whose calls are contained with `catch_unwind`.
+struct GuardedSampler {
+    inner: Box<dyn Sampler>,
+    pack: String,
+}
+
+impl Sampler for GuardedSampler {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn sample_windows(
+        &self,
+        image: &crate::sampler::HostImage,
+        wins: &[crate::sampler::Window],
+        n: usize,
+        rng: &mut rand::rngs::StdRng,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        guard(&self.pack, || self.inner.sample_windows(image, wins, n, rng, out))
+    }
+    fn save(&self, path: &std::path::Path) -> Result<()> {
+        guard(&self.pack, || self.inner.save(path))
+    }
+    fn sample(&self, image: &Tensor, win: crate::sampler::Window, n: usize, rng: &mut rand::rngs::StdRng) -> Result<Tensor> {
+        guard(&self.pack, || self.inner.sample(image, win, n, rng))
     }
 }
 

@@ -75,3 +75,66 @@ lumen_core::inventory::submit! {
         },
     }
 }
+
+/// A generator whose decoder panics; its latent size and shape still answer.
+struct PanickyGenerator;
+
+impl lumen_core::generator::Generator for PanickyGenerator {
+    fn name(&self) -> &str {
+        "fixture-panic-generator"
+    }
+    fn latent_dim(&self) -> usize {
+        4
+    }
+    fn output_shape(&self) -> &[usize] {
+        &[1, 28, 28]
+    }
+    fn generate(&self, _z: &Tensor) -> Result<Tensor> {
+        panic!("deliberate panic in a pack generator");
+    }
+    fn encode(&self, _x: &Tensor) -> Option<Result<Tensor>> {
+        panic!("deliberate panic in a pack encoder");
+    }
+}
+
+lumen_core::inventory::submit! {
+    lumen_core::registry::GeneratorEntry {
+        name: "fixture-panic-generator",
+        pack: "fixture-panic",
+        summary: "generate and encode panic (test fixture)",
+        load: |_| Ok(Arc::new(PanickyGenerator)),
+    }
+}
+
+/// A sampler whose draws panic.
+struct PanickySampler;
+
+impl lumen_core::sampler::Sampler for PanickySampler {
+    fn name(&self) -> &str {
+        "fixture-panic-sampler"
+    }
+    fn sample_windows(
+        &self,
+        _image: &lumen_core::sampler::HostImage,
+        _wins: &[lumen_core::sampler::Window],
+        _n: usize,
+        _rng: &mut rand::rngs::StdRng,
+        _out: &mut Vec<f32>,
+    ) -> Result<()> {
+        panic!("deliberate panic in a pack sampler");
+    }
+    fn save(&self, _path: &std::path::Path) -> Result<()> {
+        panic!("deliberate panic while saving a pack sampler");
+    }
+}
+
+lumen_core::inventory::submit! {
+    lumen_core::registry::SamplerEntry {
+        name: "fixture-panic-sampler",
+        pack: "fixture-panic",
+        summary: "draws panic (test fixture)",
+        params: &[],
+        build: |_, _| Ok(Box::new(PanickySampler)),
+        load: |_, _| Ok(Box::new(PanickySampler)),
+    }
+}
