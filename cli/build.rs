@@ -4,7 +4,8 @@
 //! through cargo, which sets the library path itself.
 //!
 //! Search order: next to the binary (`$ORIGIN`, the install layout), `$ORIGIN/deps`
-//! (cargo's target/<profile>/deps), `$ORIGIN/../lib`, then the toolchain's std.
+//! (cargo's target/<profile>/deps), `$ORIGIN/../deps` (for examples), `$ORIGIN/../lib`,
+//! then the toolchain's std.
 
 use std::process::Command;
 
@@ -23,10 +24,10 @@ fn main() {
     let std_dir = format!("{sysroot}/lib/rustlib/{target}/lib");
     match os.as_str() {
         "linux" | "freebsd" | "netbsd" | "openbsd" | "dragonfly" | "illumos" | "solaris" => {
-            println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:$ORIGIN/deps:$ORIGIN/../lib:{std_dir}");
+            println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:$ORIGIN/deps:$ORIGIN/../deps:$ORIGIN/../lib:{std_dir}");
         }
         "macos" | "ios" => {
-            for p in ["@executable_path", "@executable_path/deps", "@executable_path/../lib", &std_dir] {
+            for p in ["@executable_path", "@executable_path/deps", "@executable_path/../deps", "@executable_path/../lib", &std_dir] {
                 println!("cargo:rustc-link-arg=-Wl,-rpath,{p}");
             }
         }

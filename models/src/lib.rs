@@ -8,6 +8,9 @@ pub mod train;
 pub use adapter::ModuleClassifier;
 pub use train::{recipe, train, Dataset, TrainConfig, TrainReport, Trained};
 
+// The C entry points that make this crate a plugin pack (see lumen_core::plugin).
+lumen_dylib::declare_pack!();
+
 use lumen_core::model::NetworkModel;
 use lumen_core::{Classifier, Error, Result};
 use lumen_core::candle::Device;

@@ -13,3 +13,6 @@ pub use solver::{LatentProblem, Solution, SolverConfig};
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}
+
+// The C entry points that make this crate a plugin pack (see lumen_core::plugin).
+lumen_dylib::declare_pack!();

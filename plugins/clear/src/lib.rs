@@ -13,3 +13,6 @@ pub use clear::{attentive_responses, class_layer, Clear, ClearConfig, ClassLayer
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}
+
+// The C entry points that make this crate a plugin pack (see lumen_core::plugin).
+lumen_dylib::declare_pack!();

@@ -41,3 +41,6 @@ lumen_core::inventory::submit! {
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}
+
+// The C entry points that make this crate a plugin pack (see lumen_core::plugin).
+lumen_dylib::declare_pack!();

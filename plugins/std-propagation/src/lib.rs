@@ -8,3 +8,6 @@ pub use modified::{ModifiedGradient, ModifiedGradientConfig};
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}
+
+// The C entry points that make this crate a plugin pack (see lumen_core::plugin).
+lumen_dylib::declare_pack!();
