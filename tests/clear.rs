@@ -64,6 +64,10 @@ fn clear_from_cli_and_refusal_of_mnist_cnn() {
     ]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let t = lumen_core::candle::safetensors::load(dir.join("mnist-test-3_clear.safetensors"), &Device::Cpu).unwrap();
+    // the CLEAR picture itself (6× upscaled 28×28 map over the input, legend below)
+    let png = image::open(dir.join("mnist-test-3_clear_rgb.png")).unwrap().to_rgb8();
+    assert_eq!(png.width(), 168);
+    assert!(png.height() > 168, "no legend under the map");
     for (name, dims) in [
         ("attribution", vec![1, 1, 28, 28]),
         ("class_maps", vec![1, 10, 28, 28]),

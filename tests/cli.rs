@@ -8,6 +8,8 @@ fn list_shows_methods_models_and_parameters() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("saliency") && s.contains("batch_size") && s.contains("mnist-cnn"), "{s}");
+    let metrics = s.split("\nmetrics:\n").nth(1).unwrap_or_else(|| panic!("no metrics section: {s}"));
+    assert!(metrics.contains("deletion") && metrics.contains("sanity_randomization"), "{metrics}");
 }
 
 #[test]

@@ -167,6 +167,16 @@ pub fn run(a: ExplainArgs, device: &Device) -> anyhow::Result<()> {
     let st = a.out.join(format!("{stem}.safetensors"));
     let js = a.out.join(format!("{stem}.json"));
     io::save_png(&png, &picture)?;
+    // CLEAR's own picture (eq. 6: hue = dominant class, value = its response) with the
+    // class-colour legend, beside the ordinary heatmap of `attribution`.
+    let clear_png = a.out.join(format!("{stem}_rgb.png"));
+    let wrote_clear = expl.tensors.contains_key("clear_rgb") && expl.tensors.contains_key("classes");
+    if wrote_clear {
+        let copts =
+            lumen_clear::render::ClearRenderOptions { overlay: true, input_range: info.input_range, ..Default::default() };
+        let img = lumen_clear::render::render_example(&expl, 0, labels, Some(&input.tensor), &copts)?;
+        io::save_png(&clear_png, &img)?;
+    }
     let mut tensors: HashMap<String, Tensor> =
         expl.tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<anyhow::Result<_>>()?;
     tensors.entry("input".into()).or_insert(x.contiguous()?);
@@ -195,6 +205,9 @@ pub fn run(a: ExplainArgs, device: &Device) -> anyhow::Result<()> {
         opts.percentile
     );
     println!("wrote {}, {}, {}", png.display(), st.display(), js.display());
+    if wrote_clear {
+        println!("wrote {} (the CLEAR map with its class legend)", clear_png.display());
+    }
     Ok(())
 }
 

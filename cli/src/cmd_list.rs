@@ -26,6 +26,7 @@ pub fn run(a: ListArgs, _device: &Device) -> anyhow::Result<()> {
             "models": reg.models().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary})).collect::<Vec<_>>(),
             "generators": reg.generators().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary})).collect::<Vec<_>>(),
             "samplers": reg.samplers().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary, "params": params_json(e.params)})).collect::<Vec<_>>(),
+            "metrics": reg.metrics().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary, "higher_is_better": e.higher_is_better, "params": params_json(e.params)})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -52,6 +53,12 @@ pub fn run(a: ListArgs, _device: &Device) -> anyhow::Result<()> {
     println!("samplers:");
     for (e, o) in reg.samplers() {
         println!("  {:<24} {}  [{}]", e.name, e.summary, o);
+        show_params(e.params);
+    }
+    println!("metrics:");
+    for (e, o) in reg.metrics() {
+        let better = if e.higher_is_better { "higher is better" } else { "lower is better" };
+        println!("  {:<24} {} ({better})  [{}]", e.name, e.summary, o);
         show_params(e.params);
     }
     Ok(())
