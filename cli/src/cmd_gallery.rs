@@ -103,10 +103,17 @@ pub fn run_method(reg: &Registry, model: &dyn Classifier, name: &str, params: &P
     res.seconds = started.elapsed().as_secs_f64();
     match out {
         Ok(maps) => res.maps = Some(maps),
-        Err(e) => res.note = Some(format!("{e:#}")),
+        Err(e) => {
+            let refused = matches!(e.downcast_ref::<lumen_core::Error>(), Some(lumen_core::Error::UnsupportedModel { .. }));
+            res.note = Some(if refused { format!("{NA}{e:#}") } else { format!("{e:#}") });
+        }
     }
     res
 }
+
+/// Prefix of the note of a method that refuses the model (e.g. CLEAR on a model without
+/// class kernels): not a failure, the method does not apply.
+const NA: &str = "does not apply: ";
 
 /// Splits `METHOD.NAME=VALUE` pairs into per-method parameters.
 pub fn split_params(pairs: &[String], methods: &[String]) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
@@ -189,6 +196,7 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
         let r = run_method(&reg, model.as_ref(), m, params, &xs);
         pb.suspend(|| match &r.note {
             None => println!("{:<24} {:>7.2} s", r.name, r.seconds),
+            Some(n) if n.starts_with(NA) => println!("{:<24} {:>7.2} s  n/a, {n}", r.name, r.seconds),
             Some(n) => println!("{:<24} {:>7.2} s  FAILED: {n}", r.name, r.seconds),
         });
         results.push(r);
@@ -214,12 +222,15 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
         })).collect::<Vec<_>>(),
     });
     io::write_atomic(a.out.join("gallery.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    let failed = results.iter().filter(|r| r.note.is_some()).count();
+    let na = results.iter().filter(|r| r.note.as_deref().is_some_and(|n| n.starts_with(NA))).count();
+    let failed = results.iter().filter(|r| r.note.is_some()).count() - na;
     println!(
-        "wrote {} and {} ({} methods, {} failed, {:.1} s; see the page for notes)",
+        "wrote {} and {} ({} methods, {} not applicable to {}, {} failed, {:.1} s; see the page for notes)",
         png.display(),
         page.display(),
         results.len(),
+        na,
+        info.name,
         failed,
         started.elapsed().as_secs_f64()
     );
@@ -319,6 +330,7 @@ fn page_body(
             let params = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
             let status = match &r.note {
                 None => "ok".to_string(),
+                Some(n) if n.starts_with(NA) => n.clone(),
                 Some(n) => format!("failed: {n}"),
             };
             let caps = if cap.is_empty() {
@@ -420,6 +432,8 @@ mod tests {
         assert!(results[0].note.is_none(), "{:?}", results[0].note);
         assert_eq!(results[0].maps.as_ref().unwrap().len(), 3);
         assert!(results[1].note.as_ref().unwrap().contains("needs class kernels"));
+        assert!(results[1].note.as_ref().unwrap().starts_with(NA), "a refusal is not a failure");
+        assert!(!results[2].note.as_ref().unwrap().starts_with(NA));
         assert!(results[2].note.as_ref().unwrap().contains("boom"));
         let preds: Vec<Vec<(usize, f32)>> = (0..3).map(|i| top_k(&m, &xs.narrow(0, i, 1).unwrap(), 1).unwrap()).collect();
         let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
