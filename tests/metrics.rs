@@ -207,8 +207,10 @@ fn genomic_motifs_localize() {
         let out = loc.evaluate(&MetricInput::new(&*model, &x, &targets, &phi).with_masks(&masks)).unwrap();
         let rank = lumen_core::metric::nan_mean(&out.extra["rank_accuracy"]);
         eprintln!("genomics-cnn, {name}: motif mass {:.3}, rank accuracy {:.3}, motif share {share:.3}", out.mean(), rank);
-        // The model is under-trained (auROC 0.58), so only "above chance" is asserted.
-        assert!(out.mean() > share, "{name}: mass {} vs share {share}", out.mean());
+        // The shipped model (auROC 0.90) reads the motifs: measured masses 0.55–0.63
+        // against a motif share of 0.074, rank accuracy 0.73–0.80.
+        assert!(out.mean() > 5.0 * share, "{name}: mass {} vs share {share}", out.mean());
+        assert!(rank > 0.5, "{name}: rank accuracy {rank}");
         // Independent recomputation of the mass: sum over the 4 channels, positive part.
         let a = phi.sum(1).unwrap().to_vec2::<f32>().unwrap();
         let mk = masks.to_vec2::<f32>().unwrap();
