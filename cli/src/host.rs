@@ -19,7 +19,35 @@ pub fn registry() -> anyhow::Result<Registry> {
             eprintln!("warning: {w}");
         }
     });
+    let _ = LOADED.set(
+        report
+            .packs
+            .iter()
+            .filter(|r| matches!(r.status, plugin::PackStatus::Loaded { .. }))
+            .map(|r| LoadedPack {
+                name: r.display_name().to_string(),
+                crate_name: r.crate_name.clone(),
+                version: r.version.clone().unwrap_or_else(|| "unknown".into()),
+                fingerprint: r.fingerprint.clone().unwrap_or_else(|| "unknown".into()),
+            })
+            .collect(),
+    );
     Ok(reg)
+}
+
+/// A plugin pack that `registry` registered (for the run key of `lumen eval`).
+pub struct LoadedPack {
+    pub name: String,
+    pub crate_name: String,
+    pub version: String,
+    pub fingerprint: String,
+}
+
+static LOADED: std::sync::OnceLock<Vec<LoadedPack>> = std::sync::OnceLock::new();
+
+/// The plugin packs of the first `registry` call (linked packs are not listed).
+pub fn loaded_packs() -> &'static [LoadedPack] {
+    LOADED.get().map(|v| v.as_slice()).unwrap_or(&[])
 }
 
 /// The registry and what plugin discovery found. Static packs come first, so a plugin

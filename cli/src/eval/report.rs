@@ -3,6 +3,7 @@
 //! so a resumed run writes the same bytes as an uninterrupted one.
 
 use super::plot::{self, Bar, LineChart, Series};
+use super::shard::path_component;
 use super::store::{num, ChunkResult, Store};
 use crate::cmd_eval::{EvalArgs, EvalData, MethodPlan, MetricPlan};
 use crate::cmd_explain::top_k;
@@ -105,8 +106,9 @@ fn aggregate(store: &Store, ctx: &Context) -> anyhow::Result<Vec<MethodAgg>> {
             cells: BTreeMap::new(),
         };
         let mut parts: BTreeMap<String, (Vec<MetricOutput>, Vec<usize>, Vec<String>)> = BTreeMap::new();
-        for c in 0..ctx.chunks {
-            let r: ChunkResult = store.load(&plan.name, c)?;
+        let names: Vec<String> = ctx.metrics.iter().map(|m| m.name.clone()).collect();
+        for (c, range) in lumen_core::method::chunks(n, ctx.args.batch_size).enumerate() {
+            let r: ChunkResult = store.load(&plan.name, c, range.len(), &names)?;
             agg.seconds += r.seconds + r.metric_seconds.values().sum::<f64>();
             if c == 0 && r.error.is_none() {
                 agg.params = r.params.clone();
@@ -357,7 +359,7 @@ fn plots(dir: &Path, aggs: &[MethodAgg], ctx: &Context) -> anyhow::Result<Plots>
                 if m.entry.higher_is_better { "higher" } else { "lower" }
             );
             let img = plot::bar_chart(&title, "mean over examples (whiskers: 95% interval of the mean)", &bars)?;
-            let rel = format!("plots/bar_{}.png", m.name);
+            let rel = format!("plots/bar_{}.png", path_component(&m.name));
             io::save_png(dir.join(&rel), &img)?;
             files.push(rel);
         }
@@ -378,7 +380,7 @@ fn plots(dir: &Path, aggs: &[MethodAgg], ctx: &Context) -> anyhow::Result<Plots>
                 y_range: None,
                 x_ticks: None,
             };
-            let rel = format!("plots/curves_{}.png", m.name);
+            let rel = format!("plots/curves_{}.png", path_component(&m.name));
             io::save_png(dir.join(&rel), &plot::line_chart(&c)?)?;
             files.push(rel);
         }
@@ -414,7 +416,7 @@ fn plots(dir: &Path, aggs: &[MethodAgg], ctx: &Context) -> anyhow::Result<Plots>
                 y_range: Some((lo.min(0.0) - 0.05, 1.05)),
                 x_ticks: Some(ticks),
             };
-            let rel = format!("plots/layers_{}_{score}.png", m.name);
+            let rel = format!("plots/layers_{}_{score}.png", path_component(&m.name));
             io::save_png(dir.join(&rel), &plot::line_chart(&c)?)?;
             files.push(rel);
         }

@@ -2,15 +2,22 @@
 //!
 //! ```text
 //! DIR/run.json                          the run's key: everything that changes a figure
+//! DIR/args.json                         the arguments, for `lumen eval merge`
 //! DIR/index.json                        which chunks are done (rebuilt from the files)
+//! DIR/shards/K-of-N.json                a shard's assignment and progress
+//! DIR/locks/*.lock                      held while a process computes (see `shard`)
 //! DIR/chunks/METHOD/chunk-NNNN.json     one method on one chunk: every metric's output
 //! DIR/chunks/METHOD/examples.safetensors  the first maps, for the report
 //! ```
 //! Each chunk file is written atomically once its chunk is complete, so a killed run
-//! loses at most the chunk in flight; a rerun skips every chunk whose file exists.
-//! The report is always rebuilt from the chunk files, so a resumed run and an
-//! uninterrupted one write the same bytes.
+//! loses at most the chunk in flight. A chunk file names itself (method, chunk,
+//! metrics) and carries the hash of the run key; a rerun reuses only chunks that
+//! check out, and recomputes unreadable ones or ones of another run. METHOD is the
+//! name made a safe path component (`shard::path_component`). The report is always
+//! rebuilt from the chunk files, so a resumed, a sharded and an uninterrupted run
+//! write the same bytes.
 
+use super::shard::path_component;
 use anyhow::{bail, Context};
 use lumen_core::io;
 use lumen_core::metric::{LayerScore, MetricOutput};
@@ -19,7 +26,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Version of the store layout; a different version is refused like other arguments.
-pub const LAYOUT: u64 = 1;
+pub const LAYOUT: u64 = 2;
+
+/// SHA-256 of bytes, as hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hash of a run key that every chunk file carries.
+pub fn key_hash(key: &Value) -> String {
+    sha256_hex(key.to_string().as_bytes())
+}
 
 /// Numbers go to JSON as is; NaN and infinities (which JSON lacks) become null.
 pub fn num(x: f64) -> Value {
@@ -153,6 +171,15 @@ impl ChunkResult {
 /// The run directory.
 pub struct Store {
     pub dir: PathBuf,
+    pub key_hash: String,
+}
+
+/// What a chunk file holds, checked against the run.
+pub enum Chunk {
+    Done(ChunkResult),
+    Missing,
+    /// Unreadable, or of another run or unit: recomputed.
+    Invalid(String),
 }
 
 impl Store {
@@ -174,11 +201,11 @@ impl Store {
         } else {
             io::write_atomic(&path, serde_json::to_string_pretty(key)?.as_bytes())?;
         }
-        Ok(Store { dir: dir.to_path_buf() })
+        Ok(Store { dir: dir.to_path_buf(), key_hash: key_hash(key) })
     }
 
     fn method_dir(&self, method: &str) -> PathBuf {
-        self.dir.join("chunks").join(method)
+        self.dir.join("chunks").join(path_component(method))
     }
 
     pub fn chunk_path(&self, method: &str, chunk: usize) -> PathBuf {
@@ -189,29 +216,72 @@ impl Store {
         self.method_dir(method).join("examples.safetensors")
     }
 
-    pub fn is_done(&self, method: &str, chunk: usize) -> bool {
-        self.chunk_path(method, chunk).exists()
+    /// The chunk file of (method, chunk), checked: it must name this run's key,
+    /// this method and chunk, its length and every metric of the run.
+    pub fn check(&self, method: &str, chunk: usize, len: usize, metrics: &[String]) -> Chunk {
+        let p = self.chunk_path(method, chunk);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Chunk::Missing,
+            Err(e) => return Chunk::Invalid(format!("unreadable: {e}")),
+        };
+        let v: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(_) => return Chunk::Invalid("not JSON".into()),
+        };
+        match self.verify(&v, method, chunk, len, metrics) {
+            Ok(r) => Chunk::Done(r),
+            Err(e) => Chunk::Invalid(format!("{e:#}")),
+        }
     }
 
-    pub fn save(&self, method: &str, r: &ChunkResult) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(&r.to_json())?;
+    fn verify(&self, v: &Value, method: &str, chunk: usize, len: usize, metrics: &[String]) -> anyhow::Result<ChunkResult> {
+        if v["key_hash"].as_str() != Some(self.key_hash.as_str()) {
+            bail!("made by another run (key {})", v["key_hash"].as_str().map(|h| &h[..h.len().min(12)]).unwrap_or("absent"));
+        }
+        if v["method"].as_str() != Some(method) {
+            bail!("holds method {}", v["method"]);
+        }
+        let r = ChunkResult::from_json(v)?;
+        if r.chunk != chunk || r.len != len {
+            bail!("holds chunk {} of {} examples, not chunk {chunk} of {len}", r.chunk, r.len);
+        }
+        if r.error.is_none() {
+            if let Some(m) = metrics.iter().find(|m| !r.metrics.contains_key(*m)) {
+                bail!("has no result for metric {m}");
+            }
+        }
+        Ok(r)
+    }
+
+    /// Writes a chunk file with its identity and the run's key hash.
+    pub fn save(&self, method: &str, r: &ChunkResult, shard: Option<&str>) -> anyhow::Result<()> {
+        let mut v = r.to_json();
+        v["layout"] = json!(LAYOUT);
+        v["key_hash"] = json!(self.key_hash);
+        v["method"] = json!(method);
+        v["metric_names"] = json!(r.metrics.keys().collect::<Vec<_>>());
+        v["shard"] = json!(shard);
+        let text = serde_json::to_string_pretty(&v)?;
         io::write_atomic(self.chunk_path(method, r.chunk), text.as_bytes())?;
         Ok(())
     }
 
-    pub fn load(&self, method: &str, chunk: usize) -> anyhow::Result<ChunkResult> {
-        let p = self.chunk_path(method, chunk);
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?;
-        ChunkResult::from_json(&v).with_context(|| format!("{}", p.display()))
+    /// A chunk that must be there and check out (for the report).
+    pub fn load(&self, method: &str, chunk: usize, len: usize, metrics: &[String]) -> anyhow::Result<ChunkResult> {
+        match self.check(method, chunk, len, metrics) {
+            Chunk::Done(r) => Ok(r),
+            Chunk::Missing => bail!("{} is missing", self.chunk_path(method, chunk).display()),
+            Chunk::Invalid(why) => bail!("{}: {why}", self.chunk_path(method, chunk).display()),
+        }
     }
 
-    /// Rewrites `index.json` from the chunk files present.
-    pub fn write_index(&self, methods: &[String], chunks: usize) -> anyhow::Result<(usize, usize)> {
+    /// Rewrites `index.json` from the set of done (method, chunk) units.
+    pub fn write_index(&self, methods: &[String], chunks: usize, is_done: impl Fn(usize, usize) -> bool) -> anyhow::Result<(usize, usize)> {
         let mut done = Map::new();
         let mut count = 0;
-        for m in methods {
-            let d: Vec<usize> = (0..chunks).filter(|c| self.is_done(m, *c)).collect();
+        for (i, m) in methods.iter().enumerate() {
+            let d: Vec<usize> = (0..chunks).filter(|c| is_done(i, *c)).collect();
             count += d.len();
             done.insert(m.clone(), json!(d));
         }
@@ -223,7 +293,7 @@ impl Store {
 }
 
 /// Top-level keys whose values differ, as `key: old -> new`.
-fn differences(old: &Value, new: &Value) -> Vec<String> {
+pub fn differences(old: &Value, new: &Value) -> Vec<String> {
     let empty = Map::new();
     let (a, b) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
