@@ -1034,7 +1034,11 @@ fn plan(a: &EvalArgs, p: &Prepared, costs: &BTreeMap<String, f64>, n_shards: usi
         "cost weights in use: {}",
         costs.iter().map(|(m, c)| format!("{m}={c}")).collect::<Vec<_>>().join(",")
     );
-    println!("measured weights:    {} (pass them as --cost to balance shards by this measurement)", measured.join(","));
+    println!(
+        "measured weights:    {} (maps + metrics per example, relative to {}; pass them as --cost to balance shards by them)",
+        measured.join(","),
+        if per_method_s.contains_key("saliency") { "saliency" } else { "the cheapest method" }
+    );
     let est = |owner: &[usize], count: usize| -> Vec<(usize, f64)> {
         let mut v = vec![(0usize, 0f64); count];
         for (u, &(m, c)) in units.iter().enumerate() {
