@@ -293,7 +293,7 @@ mod tests {
         assert!(e.contains("layer 'c1' (conv2d)") && e.contains("stride"), "{e}");
         let e = err(conv(40, 1, 0));
         assert!(e.contains("'c1'") && e.contains("kernel 40") && e.contains("28"), "{e}");
-        assert!(infer_shapes(&[1, 28, 28], &net(conv(40, 1, 6))).is_ok(), "padding makes it fit");
+        assert!(infer_shapes(&[1, 28, 28], &net(conv(40, 1, 7))).is_ok(), "padding makes it fit");
         let e = err(LayerKind::Conv2d { in_channels: 3, out_channels: 4, kernel: 3, stride: 1, padding: 0, bias: true });
         assert!(e.contains("in_channels is 3"), "{e}");
         let mut bad_pool = net(conv(5, 1, 2));
