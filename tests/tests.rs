@@ -18,3 +18,4 @@ mod relevance;
 mod plugins;
 mod eval;
 mod shard;
+mod hardening;

@@ -6,7 +6,6 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use lumen_core::candle::{Device, Tensor, D};
 use lumen_core::data::load_input;
-use lumen_core::model::NetworkModel;
 use lumen_core::render::{self, HeatmapOptions, Reduce};
 use lumen_core::{io, Classifier, Params, Registry, Target};
 use std::collections::HashMap;
@@ -29,7 +28,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn load(&self, reg: &Registry, device: &Device) -> anyhow::Result<Arc<dyn Classifier>> {
         Ok(match &self.model_card {
-            Some(p) => Arc::new(NetworkModel::load(p, device)?),
+            Some(p) => lumen_core::model::load_card_model(p, device)?,
             None => reg.load_model(&self.model, device)?,
         })
     }

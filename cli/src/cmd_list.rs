@@ -14,7 +14,7 @@ pub struct ListArgs {
 
 fn params_json(ps: &[ParamSpec]) -> serde_json::Value {
     ps.iter()
-        .map(|p| serde_json::json!({"name": p.name, "type": p.kind.to_string(), "default": p.default, "doc": p.doc}))
+        .map(|p| serde_json::json!({"name": p.name, "type": p.kind.to_string(), "max": p.max, "default": p.default, "doc": p.doc}))
         .collect()
 }
 
@@ -34,7 +34,7 @@ pub fn run(a: ListArgs, _device: &Device) -> anyhow::Result<()> {
     let show_params = |ps: &[ParamSpec]| {
         for p in ps {
             let d = if p.default.is_empty() { "none".to_string() } else { p.default.to_string() };
-            println!("      {:<14} {:<22} default {:<12} {}", p.name, p.kind.to_string(), d, p.doc);
+            println!("      {:<14} {:<22} default {:<12} {}", p.name, p.kind_text(), d, p.doc);
         }
     };
     println!("methods:");

@@ -10,6 +10,7 @@ mod cmd_train_generator;
 mod cmd_train;
 mod eval;
 mod host;
+mod interrupt;
 mod reproduce;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,10 @@ struct Cli {
     /// Device: cpu or cuda:N.
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
+    /// A directory (besides each card's own) that model cards may take their weights
+    /// from (repeatable; also LUMEN_WEIGHTS_DIRS, a path list).
+    #[arg(long = "weights-dir", value_name = "DIR", global = true)]
+    weights_dirs: Vec<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,21 +57,22 @@ fn main() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    quiet_panics();
+    interrupt::install();
     let cli = Cli::parse();
-    let result = (|| -> anyhow::Result<()> {
-        let device = lumen_core::device::parse_device(&cli.device)?;
-        match cli.command {
-            Command::List(a) => cmd_list::run(a, &device),
-            Command::Plugins(a) => cmd_plugins::run(a, &device),
-            Command::Explain(a) => cmd_explain::run(a, &device),
-            Command::Eval(a) => cmd_eval::run(a, &device),
-            Command::Gallery(a) => cmd_gallery::run(a, &device),
-            Command::Run(a) => cmd_run::run(a, &device),
-            Command::Reproduce(a) => reproduce::run(a, &device),
-            Command::TrainGenerator(a) => cmd_train_generator::run(a, &device),
-            Command::Train(a) => cmd_train::run(a, &device),
+    for d in &cli.weights_dirs {
+        lumen_core::model::card::allow_weights_dir(d);
+    }
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
+    let result = match run {
+        Ok(r) => r,
+        Err(payload) => {
+            // A bug in lumen itself (packs and cards have their own guards).
+            let at = LAST_PANIC.lock().ok().and_then(|m| m.clone()).unwrap_or_default();
+            eprintln!("error: internal error: {}{at}", lumen_core::registry::panic_message(&*payload));
+            std::process::exit(101);
         }
-    })();
+    };
     if let Err(e) = result {
         // One line per cause, never a backtrace.
         eprintln!("error: {e}");
@@ -80,5 +86,38 @@ fn main() {
             }
         }
         std::process::exit(1);
+    }
+}
+
+/// Where the last panic happened, for the one-line report of an uncaught one.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Panics that a guard catches become one-line errors, so the default hook's
+/// message and backtrace are printed only when RUST_BACKTRACE asks for them.
+fn quiet_panics() {
+    let verbose = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut m) = LAST_PANIC.lock() {
+            *m = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line()));
+        }
+        if verbose {
+            default(info);
+        }
+    }));
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let device = lumen_core::device::parse_device(&cli.device)?;
+    match cli.command {
+        Command::List(a) => cmd_list::run(a, &device),
+        Command::Plugins(a) => cmd_plugins::run(a, &device),
+        Command::Explain(a) => cmd_explain::run(a, &device),
+        Command::Eval(a) => cmd_eval::run(a, &device),
+        Command::Gallery(a) => cmd_gallery::run(a, &device),
+        Command::Run(a) => cmd_run::run(a, &device),
+        Command::Reproduce(a) => reproduce::run(a, &device),
+        Command::TrainGenerator(a) => cmd_train_generator::run(a, &device),
+        Command::Train(a) => cmd_train::run(a, &device),
     }
 }

@@ -31,6 +31,9 @@ pub enum Error {
     #[error("plugin '{plugin}' panicked: {message}")]
     PluginPanicked { plugin: String, message: String },
 
+    #[error("model card {card} panicked: {message}")]
+    CardPanicked { card: PathBuf, message: String },
+
     #[error("plugin error ({path}): {message}")]
     Plugin { path: PathBuf, message: String },
 

@@ -50,11 +50,30 @@ pub struct ParamSpec {
     /// The default as it would be typed on the command line; empty means "none".
     pub default: &'static str,
     pub doc: &'static str,
+    /// The largest value an integer parameter accepts (inclusive); `None`: any.
+    pub max: Option<i64>,
 }
+
+/// Upper bound of every `batch_size` parameter.
+pub const MAX_BATCH_SIZE: i64 = 4096;
 
 impl ParamSpec {
     pub const fn new(name: &'static str, kind: ParamKind, default: &'static str, doc: &'static str) -> Self {
-        ParamSpec { name, kind, default, doc }
+        ParamSpec { name, kind, default, doc, max: None }
+    }
+
+    /// Sets the upper bound of an integer parameter: `ParamSpec::new(..).max(10_000)`.
+    pub const fn max(mut self, max: i64) -> Self {
+        self.max = Some(max);
+        self
+    }
+
+    /// The type as `lumen list` shows it, with the bound: `int ≤ 10000`.
+    pub fn kind_text(&self) -> String {
+        match self.max {
+            Some(m) => format!("{} ≤ {m}", self.kind),
+            None => self.kind.to_string(),
+        }
     }
 }
 
@@ -183,6 +202,16 @@ impl Params {
     }
 }
 
+/// An integer as typed: `250`, or a whole number in float notation (`1e4`); `None`
+/// for anything else, including whole numbers beyond the i64 range.
+fn parse_int(x: &str) -> Option<i64> {
+    if let Ok(i) = x.parse::<i64>() {
+        return Some(i);
+    }
+    let f: f64 = x.parse().ok()?;
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i64)
+}
+
 /// Parameters checked against a schema, with typed getters that fall back to defaults.
 #[derive(Debug, Clone)]
 pub struct Args {
@@ -255,10 +284,8 @@ impl Args {
                 _ => return Err(want("true or false", &Value::Str(x))),
             },
             (ParamKind::Int, Value::Int(i)) => Value::Int(i),
-            (ParamKind::Int, Value::Float(f)) if f.fract() == 0.0 => Value::Int(f as i64),
-            (ParamKind::Int, Value::Str(x)) => {
-                Value::Int(x.parse().map_err(|_| want("an integer", &Value::Str(x.clone())))?)
-            }
+            (ParamKind::Int, Value::Float(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => Value::Int(f as i64),
+            (ParamKind::Int, Value::Str(x)) => Value::Int(parse_int(&x).ok_or_else(|| want("an integer", &Value::Str(x.clone())))?),
             (ParamKind::Float, Value::Float(f)) => Value::Float(f),
             (ParamKind::Float, Value::Int(i)) => Value::Float(i as f64),
             (ParamKind::Float, Value::Str(x)) => {
@@ -288,6 +315,11 @@ impl Args {
         if let Value::Float(f) = out {
             if !f.is_finite() {
                 return Err(self.bad(s.name, "must be finite"));
+            }
+        }
+        if let (Value::Int(i), Some(max)) = (&out, s.max) {
+            if *i > max {
+                return Err(self.bad(s.name, format!("must be ≤ {max}, got {i}")));
             }
         }
         Ok(Some(out))
@@ -441,5 +473,23 @@ mod tests {
         assert!(e.contains("sigma.x"), "{e}");
         let e = Args::new("noise", SCHEMA, &Params::new().with("n", -3i64)).unwrap().usize("n").unwrap_err();
         assert!(e.to_string().contains("≥ 0"));
+    }
+
+    static BOUNDED: &[ParamSpec] = &[ParamSpec::new("steps", ParamKind::Int, "50", "steps").max(1000)];
+
+    #[test]
+    fn integer_bounds_are_enforced_and_shown() {
+        assert_eq!(BOUNDED[0].kind_text(), "int ≤ 1000");
+        assert_eq!(SCHEMA[0].kind_text(), "int");
+        let ok = |v: Value| Args::new("m", BOUNDED, &Params::new().with("steps", v)).map(|a| a.usize("steps").unwrap());
+        assert_eq!(ok(Value::Int(1000)).unwrap(), 1000);
+        assert_eq!(ok("1e3".into()).unwrap(), 1000);
+        for bad in [Value::Int(1001), "1000000000".into(), "1e9".into(), Value::Float(1e9), Value::Float(1e300)] {
+            let e = ok(bad.clone()).unwrap_err().to_string();
+            assert!(e.contains("'steps'") && (e.contains("≤ 1000") || e.contains("int")), "{bad}: {e}");
+        }
+        assert!(ok("1.5".into()).unwrap_err().to_string().contains("integer"));
+        // The default is checked too.
+        assert!(Args::new("m", BOUNDED, &Params::new()).is_ok());
     }
 }

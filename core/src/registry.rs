@@ -304,19 +304,25 @@ fn lookup<'a, T>(map: &'a BTreeMap<String, Item<T>>, kind: &'static str, name: &
 
 /// Runs `f`, turning a panic into [`Error::PluginPanicked`].
 pub fn guard<T>(pack: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    guard_with(|message| Error::PluginPanicked { plugin: pack.to_string(), message }, f)
+}
+
+/// Runs `f`, turning a panic into the error `blame` makes of its (one-line) message.
+pub fn guard_with<T>(blame: impl FnOnce(String) -> Error, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(payload) => Err(Error::PluginPanicked { plugin: pack.to_string(), message: panic_message(&*payload) }),
+        Err(payload) => Err(blame(panic_message(&*payload))),
     }
 }
 
-/// The text of a panic payload.
+/// The text of a panic payload, on one line.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
+    let text = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// An attributor whose calls are contained with `catch_unwind`.

@@ -80,6 +80,17 @@ impl Target {
         }
     }
 
+    /// The targets of rows `rows` of the batch that repeats each example `n` times:
+    /// `repeat_each(n).select(rows)` without building the whole repeated list.
+    pub fn select_repeated(&self, n: usize, rows: std::ops::Range<usize>) -> Target {
+        let pick = |v: &Vec<usize>| rows.clone().map(|i| v[i / n.max(1)]).collect();
+        match self {
+            Target::Classes(v) => Target::Classes(pick(v)),
+            Target::Contrast { a, b } => Target::Contrast { a: pick(a), b: pick(b) },
+            other => other.clone(),
+        }
+    }
+
     /// Selects the targets of the examples `idx` (for chunking a batch).
     pub fn select(&self, idx: std::ops::Range<usize>) -> Target {
         match self {
@@ -195,5 +206,9 @@ mod tests {
         assert_eq!(Target::parse("4-9").unwrap(), Target::Contrast { a: vec![4], b: vec![9] });
         assert!(Target::parse("x").is_err());
         assert_eq!(Target::Classes(vec![1, 2]).repeat_each(2), Target::Classes(vec![1, 1, 2, 2]));
+        let c = Target::Contrast { a: vec![1, 2, 3], b: vec![4, 5, 6] };
+        for r in [0..9, 2..5, 8..9] {
+            assert_eq!(c.select_repeated(3, r.clone()), c.repeat_each(3).select(r));
+        }
     }
 }

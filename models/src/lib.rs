@@ -11,7 +11,6 @@ pub use train::{recipe, train, Dataset, TrainConfig, TrainReport, Trained};
 // The C entry points that make this crate a plugin pack (see lumen_core::plugin).
 lumen_dylib::declare_pack!();
 
-use lumen_core::model::NetworkModel;
 use lumen_core::{Classifier, Error, Result};
 use lumen_core::candle::Device;
 use std::path::PathBuf;
@@ -50,7 +49,8 @@ pub fn card_path(name: &str) -> Result<PathBuf> {
 
 /// Loads a shipped model by name.
 pub fn load_shipped(name: &str, device: &Device) -> Result<Arc<dyn Classifier>> {
-    Ok(Arc::new(NetworkModel::load(card_path(name)?, device)?))
+    // Guarded as a card: a panic in its layers blames the card, not this pack.
+    lumen_core::model::load_card_model(card_path(name)?, device)
 }
 
 lumen_core::submit_model!("mnist-cnn", "MNIST CNN: two 5×5 conv blocks, fc 3136→128→10", |d| load_shipped(

@@ -10,12 +10,42 @@ use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
+/// The largest PNG input, in pixels (width × height), checked from the header before
+/// decoding: 16 megapixels (4096 × 4096).
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 24;
+
+/// Fails unless `path` is a regular file (not a FIFO, device or directory, which
+/// could block or never end) of at most `max_bytes`.
+pub fn check_regular_file(path: &Path, max_bytes: u64) -> Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")))
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if !meta.is_file() {
+        return Err(Error::Data(format!("{}: not a regular file", path.display())));
+    }
+    if meta.len() > max_bytes {
+        return Err(Error::Data(format!("{}: {} bytes, more than the limit of {max_bytes}", path.display(), meta.len())));
+    }
+    Ok(())
+}
+
 /// Loads a grayscale or RGB PNG as `[C, H, W]` in [0, 1] (C = 1 for grayscale).
 pub fn load_png(path: &Path, device: &Device) -> Result<Tensor> {
-    if !path.exists() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")));
+    let image_err = |reason: String| Error::Image { path: path.into(), reason };
+    check_regular_file(path, crate::model::card::MAX_WEIGHTS_BYTES)?;
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    let (w, h) = reader.into_dimensions().map_err(|e| image_err(e.to_string()))?;
+    if w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        return Err(image_err(format!("{w}×{h} pixels, more than the limit of {MAX_IMAGE_PIXELS}")));
     }
-    let img = image::open(path).map_err(|e| Error::Image { path: path.into(), reason: e.to_string() })?;
+    let img = image::open(path).map_err(|e| image_err(e.to_string()))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (c, data): (usize, Vec<f32>) = match img.color().channel_count() {
         1 | 2 => (1, img.to_luma8().into_raw().into_iter().map(|v| v as f32 / 255.0).collect()),

@@ -100,16 +100,31 @@ impl NetworkModel {
         Ok(NetworkModel { info, network, device: device.clone(), norm })
     }
 
-    /// Loads a model from its card and the safetensors weights it names.
+    /// Loads a model from its card and the safetensors weights it names. The card is
+    /// validated (shapes through every layer) before the weights are read, and the
+    /// weights must be a regular file inside the card's directory or an allowed one
+    /// (see [`card::allow_weights_dir`]).
     pub fn load(card_path: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let card_path = card_path.as_ref();
         let card = ModelCard::load(card_path)?;
-        let wpath = card.weights_path(card_path);
+        let wpath = card.checked_weights_path(card_path)?;
         Self::from_card_and_weights(card, &wpath, device)
     }
 
+    /// Builds the model from a card and the weights at `weights`; a weight with a
+    /// NaN or infinite value is an error that names it.
     pub fn from_card_and_weights(card: ModelCard, weights: &Path, device: &Device) -> Result<Self> {
         let tensors = load_safetensors(weights, device)?;
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        for name in names {
+            if !all_finite(&tensors[name])? {
+                return Err(Error::Weights {
+                    path: weights.into(),
+                    reason: format!("tensor '{name}' has NaN or infinite values"),
+                });
+            }
+        }
         let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
         let network = Network::from_spec(&card.layers, vb).map_err(|e| match e {
             Error::Weights { reason, .. } => Error::Weights { path: weights.into(), reason },
@@ -146,7 +161,15 @@ impl Classifier for NetworkModel {
         &self.device
     }
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.network.forward(&self.normalize(xs)?)
+        let logits = self.network.forward(&self.normalize(xs)?)?;
+        if !all_finite(&logits)? {
+            return Err(Error::msg(format!(
+                "model '{}': the logits are NaN or infinite for an input of shape {:?}",
+                self.info.name,
+                xs.dims()
+            )));
+        }
+        Ok(logits)
     }
     fn network(&self) -> Option<&Network> {
         Some(&self.network)
@@ -156,11 +179,58 @@ impl Classifier for NetworkModel {
     }
 }
 
+/// Whether every value of `t` is finite (`t − t` is 0 exactly then, NaN otherwise).
+fn all_finite(t: &Tensor) -> Result<bool> {
+    let t = t.detach();
+    Ok((&t - &t)?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? == 0.0)
+}
+
+/// Loads a model from a card ([`NetworkModel::load`]), with the load and every later
+/// call under a panic guard that blames the card ([`Error::CardPanicked`]), as
+/// registry models are guarded.
+pub fn load_card_model(card_path: impl AsRef<Path>, device: &Device) -> Result<std::sync::Arc<dyn Classifier>> {
+    let card = card_path.as_ref().to_path_buf();
+    let blamed = card.clone();
+    let inner = crate::registry::guard_with(
+        move |message| Error::CardPanicked { card: blamed, message },
+        || NetworkModel::load(&card, device),
+    )?;
+    Ok(std::sync::Arc::new(CardModel { inner, card }))
+}
+
+/// A card model whose calls run under `catch_unwind`.
+struct CardModel {
+    inner: NetworkModel,
+    card: std::path::PathBuf,
+}
+
+impl CardModel {
+    fn guard<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        crate::registry::guard_with(|message| Error::CardPanicked { card: self.card.clone(), message }, f)
+    }
+}
+
+impl Classifier for CardModel {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.guard(|| self.inner.forward(xs))
+    }
+    fn network(&self) -> Option<&Network> {
+        self.inner.network()
+    }
+    fn forward_with(&self, xs: &Tensor, opts: &ForwardOptions) -> Result<Forward> {
+        self.guard(|| self.inner.forward_with(xs, opts))
+    }
+}
+
 /// Reads a safetensors file, turning truncation and corruption into a clear error.
 pub fn load_safetensors(path: &Path, device: &Device) -> Result<std::collections::HashMap<String, Tensor>> {
-    if !path.exists() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")));
-    }
+    crate::data::check_regular_file(path, card::MAX_WEIGHTS_BYTES)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::Weights {
         path: path.into(),
@@ -170,4 +240,81 @@ pub fn load_safetensors(path: &Path, device: &Device) -> Result<std::collections
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped card passes validation (shapes, labels, normalisation).
+    #[test]
+    fn shipped_cards_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/weights");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            if p.extension().is_some_and(|x| x == "toml") && text.contains("[[layers]]") {
+                ModelCard::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "{n} cards");
+    }
+
+    /// A panic in a card model's layers is reported against the card, and the model
+    /// keeps working for the next call.
+    #[test]
+    fn card_model_panics_blame_the_card() {
+        let d = Device::Cpu;
+        let pool = |stride| Node {
+            name: "p".into(),
+            kind: LayerKind::MaxPool2d { kernel: 2, stride },
+            weight: None,
+            bias: None,
+            running_mean: None,
+            running_var: None,
+            inputs: vec![0],
+        };
+        let info = ModelInfo {
+            name: "hand".into(),
+            input_shape: vec![1, 4, 4],
+            labels: vec!["0".into()],
+            input_range: (0.0, 1.0),
+            card: None,
+        };
+        // Stride 0 is what validation refuses; built by hand it divides by zero in candle.
+        let inner = NetworkModel::new(info, Network::from_nodes(vec![pool(0)]), &d).unwrap();
+        let m = CardModel { inner, card: "cards/hand.toml".into() };
+        let x = Tensor::zeros((1, 1, 4, 4), DType::F32, &d).unwrap();
+        let e = m.forward(&x).unwrap_err();
+        assert!(matches!(e, Error::CardPanicked { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.starts_with("model card cards/hand.toml panicked: ") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn card_checks_labels_normalisation_and_range() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/weights/mnist-cnn.toml"))
+            .unwrap();
+        let base: ModelCard = toml::from_str(&text).unwrap();
+        let check = |edit: &dyn Fn(&mut ModelCard)| {
+            let mut c = base.clone();
+            edit(&mut c);
+            let p = std::env::temp_dir().join(format!("lumen-card-{}-{}.toml", std::process::id(), rand::random::<u32>()));
+            c.save(&p).unwrap();
+            let r = ModelCard::load(&p).map(|_| ()).map_err(|e| e.to_string());
+            std::fs::remove_file(&p).unwrap();
+            r
+        };
+        assert!(check(&|_| {}).is_ok());
+        let e = check(&|c| c.labels.truncate(3)).unwrap_err();
+        assert!(e.contains("3 labels") && e.contains("[10]"), "{e}");
+        let e = check(&|c| c.input_range = [0.0, f32::INFINITY]).unwrap_err();
+        assert!(e.contains("input_range"), "{e}");
+        let e = check(&|c| c.normalization = Some(Normalization { mean: vec![0.0], std: vec![0.0] })).unwrap_err();
+        assert!(e.contains("std 0"), "{e}");
+        let e = check(&|c| c.normalization = Some(Normalization { mean: vec![f32::NAN], std: vec![1.0] })).unwrap_err();
+        assert!(e.contains("mean NaN"), "{e}");
+    }
 }

@@ -50,15 +50,15 @@ impl CDeepExConfig {
 const COMMON: [ParamSpec; 12] = [
     ParamSpec::new("generator", ParamKind::Str, "mnist-vae", "registered generator G"),
     ParamSpec::new("tol", ParamKind::Float, "0.001", "constraint violation accepted as feasible"),
-    ParamSpec::new("outer_iters", ParamKind::Int, "20", "augmented-Lagrangian outer iterations"),
-    ParamSpec::new("inner_iters", ParamKind::Int, "25", "L-BFGS iterations per inner minimisation"),
-    ParamSpec::new("lbfgs_memory", ParamKind::Int, "7", "L-BFGS history length"),
+    ParamSpec::new("outer_iters", ParamKind::Int, "20", "augmented-Lagrangian outer iterations").max(1000),
+    ParamSpec::new("inner_iters", ParamKind::Int, "25", "L-BFGS iterations per inner minimisation").max(10_000),
+    ParamSpec::new("lbfgs_memory", ParamKind::Int, "7", "L-BFGS history length").max(100),
     ParamSpec::new("penalty", ParamKind::Float, "1.0", "initial penalty c"),
     ParamSpec::new("penalty_growth", ParamKind::Float, "5.0", "factor on c when the violation stalls"),
     ParamSpec::new("penalty_max", ParamKind::Float, "100000", "largest penalty"),
-    ParamSpec::new("invert_steps", ParamKind::Int, "150", "Adam steps of the inversion (Procedure 2)"),
+    ParamSpec::new("invert_steps", ParamKind::Int, "150", "Adam steps of the inversion (Procedure 2)").max(100_000),
     ParamSpec::new("invert_lr", ParamKind::Float, "0.05", "Adam step size of the inversion"),
-    ParamSpec::new("restarts", ParamKind::Int, "2", "random inversion starts besides the encoder's"),
+    ParamSpec::new("restarts", ParamKind::Int, "2", "random inversion starts besides the encoder's").max(100),
     ParamSpec::new("seed", ParamKind::Int, "0", "seed of the random inversion starts"),
 ];
 

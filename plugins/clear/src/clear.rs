@@ -69,8 +69,8 @@ impl Default for ClearConfig {
 }
 
 pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("top_k", ParamKind::Int, "10", "explain only the k classes with the largest logits (all when the model has ≤ k)"),
-    ParamSpec::new("batch_size", ParamKind::Int, "64", "back-projections (example × class) per backward pass"),
+    ParamSpec::new("top_k", ParamKind::Int, "10", "explain only the k classes with the largest logits (all when the model has ≤ k)").max(100_000),
+    ParamSpec::new("batch_size", ParamKind::Int, "64", "back-projections (example × class) per backward pass").max(lumen_core::params::MAX_BATCH_SIZE),
     ParamSpec::new(
         "activation",
         ParamKind::Choice(&["signed", "positive"]),

@@ -45,10 +45,10 @@ impl Default for AbsIxgConfig {
 
 pub static PARAMS: &[ParamSpec] = &[
     ParamSpec::new("percentile", ParamKind::Float, "99", "cap each map at this percentile, then scale to [0, 1]"),
-    ParamSpec::new("n", ParamKind::Int, "1", "noisy copies per example"),
+    ParamSpec::new("n", ParamKind::Int, "1", "noisy copies per example").max(10_000),
     ParamSpec::new("sigma", ParamKind::Float, "0", "noise std as a fraction of the input range"),
     ParamSpec::new("seed", ParamKind::Int, "0", "seed of the noise"),
-    ParamSpec::new("batch_size", ParamKind::Int, "64", "copies per backward pass"),
+    ParamSpec::new("batch_size", ParamKind::Int, "64", "copies per backward pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 #[derive(Debug, Clone, Default)]

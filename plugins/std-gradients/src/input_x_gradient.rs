@@ -22,7 +22,7 @@ impl Default for InputXGradientConfig {
 }
 
 pub static PARAMS: &[ParamSpec] =
-    &[ParamSpec::new("batch_size", ParamKind::Int, "64", "examples per backward pass")];
+    &[ParamSpec::new("batch_size", ParamKind::Int, "64", "examples per backward pass").max(lumen_core::params::MAX_BATCH_SIZE)];
 
 pub const PROPS: MethodProps = MethodProps { multiplies_input: true, ..MethodProps::NONE };
 

@@ -111,9 +111,12 @@ pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
         let dp = n as f64 * (z * p1 - p0) / (z * z - 1.0);
         (p1, dp)
     };
-    let mut nodes = Vec::with_capacity(n);
-    let mut weights = Vec::with_capacity(n);
-    for i in 0..n {
+    // The roots are symmetric about 0: find the ⌈n/2⌉ in [0, 1) (descending) and
+    // mirror them. O(n) memory; O(n²) time, once per explanation, with n ≤ the
+    // `steps` bound.
+    let half = n.div_ceil(2);
+    let mut pos = Vec::with_capacity(half);
+    for i in 0..half {
         let mut z = (std::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
         for _ in 0..100 {
             let (p, dp) = legendre(z);
@@ -123,12 +126,22 @@ pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
                 break;
             }
         }
+        if n % 2 == 1 && i == half - 1 {
+            z = 0.0; // the middle root of an odd rule
+        }
         let (_, dp) = legendre(z);
-        nodes.push(z);
-        weights.push(2.0 / ((1.0 - z * z) * dp * dp));
+        pos.push((z, 2.0 / ((1.0 - z * z) * dp * dp)));
     }
-    nodes.reverse();
-    weights.reverse();
+    let mut nodes = Vec::with_capacity(n);
+    let mut weights = Vec::with_capacity(n);
+    for &(z, w) in &pos {
+        nodes.push(-z);
+        weights.push(w);
+    }
+    for &(z, w) in pos.iter().rev().skip(n % 2) {
+        nodes.push(z);
+        weights.push(w);
+    }
     (nodes, weights)
 }
 
@@ -186,7 +199,7 @@ impl Default for IntegratedGradientsConfig {
 }
 
 pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("steps", ParamKind::Int, "50", "gradient evaluations along the path"),
+    ParamSpec::new("steps", ParamKind::Int, "50", "gradient evaluations along the path").max(10_000),
     ParamSpec::new("scheme", ParamKind::Choice(Scheme::NAMES), "gauss_legendre", "quadrature along the path"),
     ParamSpec::new(
         "baseline",
@@ -203,7 +216,7 @@ pub static PARAMS: &[ParamSpec] = &[
         "the 'tensor' baseline (.safetensors or .png): one input, or the whole batch",
     ),
     ParamSpec::new("seed", ParamKind::Int, "0", "seed of the 'uniform' baselines"),
-    ParamSpec::new("batch_size", ParamKind::Int, "64", "path points per forward/backward pass"),
+    ParamSpec::new("batch_size", ParamKind::Int, "64", "path points per forward/backward pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 pub const PROPS: MethodProps = MethodProps { multiplies_input: true, completeness: true, ..MethodProps::NONE };
@@ -256,7 +269,11 @@ impl IntegratedGradients {
             batch_size: a.positive("batch_size")?,
             seed: a.u64("seed")?,
         };
-        config.scheme.nodes(config.steps)?; // reject e.g. trapezoid with 1 step now
+        // Reject e.g. trapezoid with 1 step now; the nodes themselves are computed
+        // when explaining, not at build time.
+        if config.scheme == Scheme::Trapezoid && config.steps < 2 {
+            return Err(bad("steps", "the trapezoid rule needs at least 2 steps".into()));
+        }
         Ok(Self::new(config))
     }
 
@@ -368,7 +385,6 @@ impl Attributor for IntegratedGradients {
         let inputs = inputs.detach();
         let f_x = objective_values(model, &inputs, &target, c.batch_size)?;
         let mut f_b = vec![0f64; b];
-        let rows_target = target.repeat_each(m);
         let n_chunks = c.baselines.len() * (b * m).div_ceil(c.batch_size);
         let pb = progress(n_chunks, "integrated gradients");
         let mut total: Option<Tensor> = None;
@@ -387,7 +403,7 @@ impl Attributor for IntegratedGradients {
                 let a = a.to_dtype(inputs.dtype())?;
                 let w = w.to_dtype(inputs.dtype())?;
                 let pts = bl.index_select(&ids, 0)?.add(&diff.index_select(&ids, 0)?.broadcast_mul(&a)?)?;
-                let g = gradient(model, &pts, &rows_target.select(r.clone()), ForwardOptions::default())?.grad;
+                let g = gradient(model, &pts, &target.select_repeated(m, r.clone()), ForwardOptions::default())?.grad;
                 acc = acc.index_add(&ids, &g.broadcast_mul(&w)?, 0)?;
                 pb.inc(1);
             }
@@ -450,6 +466,23 @@ mod tests {
             assert!((got - 1.0 / (2 * n) as f64).abs() < 1e-12, "n={n}: {got}");
             assert!(a.windows(2).all(|p| p[0] < p[1]) && a[0] > 0.0 && a[n - 1] < 1.0);
         }
+    }
+
+    /// At the `steps` bound the rule is still exact for degree 2n − 1 and symmetric.
+    #[test]
+    fn gauss_legendre_at_large_n() {
+        let n = 10_000;
+        let (x, w) = gauss_legendre(n);
+        assert_eq!((x.len(), w.len()), (n, n));
+        assert!(x.windows(2).all(|p| p[0] < p[1]) && x[0] > -1.0 && x[n - 1] < 1.0);
+        assert!((w.iter().sum::<f64>() - 2.0).abs() < 1e-10);
+        assert!(x.iter().zip(x.iter().rev()).all(|(a, b)| a == &-b));
+        // ∫₋₁¹ z^10 = 2/11; ∫₋₁¹ cos(z) = 2 sin 1
+        let q = |f: &dyn Fn(f64) -> f64| x.iter().zip(&w).map(|(x, w)| w * f(*x)).sum::<f64>();
+        assert!((q(&|z| z.powi(10)) - 2.0 / 11.0).abs() < 1e-10);
+        assert!((q(&|z| z.cos()) - 2.0 * 1f64.sin()).abs() < 1e-10);
+        let (x, _) = gauss_legendre(7);
+        assert_eq!(x[3], 0.0);
     }
 
     #[test]

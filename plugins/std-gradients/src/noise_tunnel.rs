@@ -103,10 +103,10 @@ impl NoiseTunnelConfig {
 pub static PARAMS: &[ParamSpec] = &[
     ParamSpec::new("inner", ParamKind::Method, "saliency", "the wrapped method; its parameters go as inner.NAME=VALUE"),
     ParamSpec::new("agg", ParamKind::Choice(Aggregation::NAMES), "smoothgrad", "aggregation of the noisy maps"),
-    ParamSpec::new("n", ParamKind::Int, "50", "noisy copies per example"),
+    ParamSpec::new("n", ParamKind::Int, "50", "noisy copies per example").max(10_000),
     ParamSpec::new("sigma", ParamKind::Float, "0.15", "noise σ as a fraction of the input's (max − min)"),
     ParamSpec::new("seed", ParamKind::Int, "0", "noise seed"),
-    ParamSpec::new("batch_size", ParamKind::Int, "64", "noisy copies per call of the inner method"),
+    ParamSpec::new("batch_size", ParamKind::Int, "64", "noisy copies per call of the inner method").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 pub const PROPS: MethodProps = MethodProps { stochastic: true, wrapper: true, ..MethodProps::NONE };
@@ -165,7 +165,6 @@ impl Attributor for NoiseTunnel {
         let range = (flat.max(1)? - flat.min(1)?)?.to_vec1::<f32>()?;
         let sigma: Vec<f32> = range.iter().map(|r| r * c.sigma as f32).collect();
         let mut rngs = example_rngs(&inputs, c.seed, 0)?;
-        let rows_target = target.repeat_each(n);
         let mut sum = inputs.zeros_like()?;
         let mut sum_sq = inputs.zeros_like()?;
         let pb = progress((b * n).div_ceil(c.batch_size), "noise tunnel");
@@ -182,7 +181,7 @@ impl Attributor for NoiseTunnel {
             shape[0] = r.len();
             let noise = Tensor::from_vec(noise, shape, dev)?.to_dtype(inputs.dtype())?;
             let noisy = (inputs.index_select(&ids, 0)? + noise)?;
-            let ex = self.inner.attribute(model, &noisy, &rows_target.select(r.clone()))?;
+            let ex = self.inner.attribute(model, &noisy, &target.select_repeated(n, r.clone()))?;
             let a = ex.attribution().detach();
             if a.dims() != noisy.dims() {
                 return Err(Error::shape(

@@ -23,7 +23,7 @@ impl Default for SaliencyConfig {
 }
 
 pub static PARAMS: &[ParamSpec] =
-    &[ParamSpec::new("batch_size", ParamKind::Int, "64", "examples per backward pass")];
+    &[ParamSpec::new("batch_size", ParamKind::Int, "64", "examples per backward pass").max(lumen_core::params::MAX_BATCH_SIZE)];
 
 #[derive(Debug, Clone, Default)]
 pub struct Saliency {

@@ -268,3 +268,25 @@ fn batches_with_per_example_targets_equal_single_runs() {
         }
     }
 }
+
+/// Expanding methods stream in `batch_size` chunks: one path point or noisy copy per
+/// pass gives the same maps as every row in one pass.
+#[test]
+fn batch_size_one_equals_one_big_batch() {
+    let m = relu2();
+    let x = t2(&[&[0.5, 1.5], &[0.1, 0.2], &[0.3, -0.4]]);
+    let t = Target::Classes(vec![0, 1, 1]);
+    let pairs: Vec<(Box<dyn Attributor>, Box<dyn Attributor>)> = vec![
+        (Box::new(ig(Scheme::GaussLegendre, 37, vec![Baseline::Zero, Baseline::Uniform], 1)),
+         Box::new(ig(Scheme::GaussLegendre, 37, vec![Baseline::Zero, Baseline::Uniform], 4096))),
+        (Box::new(NoiseTunnel::new(Box::new(Saliency::default()),
+            NoiseTunnelConfig { agg: Aggregation::VarGrad, n: 23, sigma: 0.3, seed: 4, batch_size: 1 })),
+         Box::new(NoiseTunnel::new(Box::new(Saliency::default()),
+            NoiseTunnelConfig { agg: Aggregation::VarGrad, n: 23, sigma: 0.3, seed: 4, batch_size: 4096 }))),
+    ];
+    for (small, big) in pairs {
+        let (a, b) = (flat(&small.attribute(&m, &x, &t).unwrap()), flat(&big.attribute(&m, &x, &t).unwrap()));
+        let scale = b.iter().fold(0f32, |s, v| s.max(v.abs())).max(1e-6);
+        assert_close(&a, &b, 1e-5 * scale);
+    }
+}

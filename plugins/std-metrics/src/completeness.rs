@@ -31,7 +31,7 @@ impl Default for CompletenessConfig {
 pub static COMPLETENESS_PARAMS: &[ParamSpec] = &[
     ParamSpec::new("baseline", ParamKind::Choice(&["auto", "constant"]), "auto", "auto: the method's zero/constant baseline; constant: baseline_value"),
     ParamSpec::new("baseline_value", ParamKind::Float, "0", "value of the constant baseline"),
-    ParamSpec::new("batch_size", ParamKind::Int, "256", "images per forward pass"),
+    ParamSpec::new("batch_size", ParamKind::Int, "256", "images per forward pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 #[derive(Debug, Clone, Default)]

@@ -106,17 +106,17 @@ impl Default for DeletionConfig {
 }
 
 pub static DELETION_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("steps", ParamKind::Int, "50", "equal steps from no position to all positions"),
+    ParamSpec::new("steps", ParamKind::Int, "50", "equal steps from no position to all positions").max(10_000),
     ParamSpec::new("fill", ParamKind::Choice(&["zero", "blur", "mean"]), "zero", "what replaces a deleted position"),
     ParamSpec::new("blur_sigma", ParamKind::Float, "2.0", "Gaussian sigma of the blur fill, in positions"),
-    ParamSpec::new("batch_size", ParamKind::Int, "128", "images per forward pass"),
+    ParamSpec::new("batch_size", ParamKind::Int, "128", "images per forward pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 pub static INSERTION_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("steps", ParamKind::Int, "50", "equal steps from no position to all positions"),
+    ParamSpec::new("steps", ParamKind::Int, "50", "equal steps from no position to all positions").max(10_000),
     ParamSpec::new("fill", ParamKind::Choice(&["zero", "blur", "mean"]), "zero", "the starting image that positions are inserted into (the paper: blur)"),
     ParamSpec::new("blur_sigma", ParamKind::Float, "2.0", "Gaussian sigma of the blur fill, in positions"),
-    ParamSpec::new("batch_size", ParamKind::Int, "128", "images per forward pass"),
+    ParamSpec::new("batch_size", ParamKind::Int, "128", "images per forward pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 /// Deletion or insertion curve and its AUC.
@@ -228,11 +228,11 @@ impl Default for PixelFlippingConfig {
 }
 
 pub static PIXEL_FLIPPING_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("region", ParamKind::Int, "4", "side r of the r×r regions (segment length for sequences)"),
-    ParamSpec::new("steps", ParamKind::Int, "0", "regions perturbed in total, most relevant first (0 = all)"),
+    ParamSpec::new("region", ParamKind::Int, "4", "side r of the r×r regions (segment length for sequences)").max(1024),
+    ParamSpec::new("steps", ParamKind::Int, "0", "regions perturbed in total, most relevant first (0 = all)").max(10_000),
     ParamSpec::new("fill", ParamKind::Choice(&["zero", "uniform", "mean"]), "uniform", "what replaces a region (uniform: seeded noise over the input range)"),
     ParamSpec::new("score", ParamKind::Choice(Score::CHOICES), "prob", "the model output followed: softmax probability or logit of the target"),
-    ParamSpec::new("batch_size", ParamKind::Int, "128", "images per forward pass"),
+    ParamSpec::new("batch_size", ParamKind::Int, "128", "images per forward pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 /// Region perturbation, most relevant first, and its AOPC.

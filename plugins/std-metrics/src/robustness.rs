@@ -59,12 +59,12 @@ impl Default for InfidelityConfig {
 pub static INFIDELITY_PARAMS: &[ParamSpec] = &[
     ParamSpec::new("noise", ParamKind::Choice(&["gaussian", "square"]), "gaussian", "perturbation I: Gaussian noise, or removal of a random square"),
     ParamSpec::new("sigma", ParamKind::Float, "0.1", "standard deviation of the Gaussian perturbation"),
-    ParamSpec::new("square", ParamKind::Int, "7", "side of the removed square (segment length for sequences)"),
-    ParamSpec::new("n_perturb", ParamKind::Int, "50", "perturbations per example"),
+    ParamSpec::new("square", ParamKind::Int, "7", "side of the removed square (segment length for sequences)").max(1024),
+    ParamSpec::new("n_perturb", ParamKind::Int, "50", "perturbations per example").max(10_000),
     ParamSpec::new("multiply_by_inputs", ParamKind::Choice(&["auto", "true", "false"]), "auto", "divide I by the input before the dot product (for maps multiplied by the input); auto: ask the method"),
     ParamSpec::new("normalize", ParamKind::Bool, "false", "rescale Iᵀφ by the optimal β first (Captum's normalize)"),
     ParamSpec::new("score", ParamKind::Choice(Score::CHOICES), "logit", "f: the target's logit or softmax probability"),
-    ParamSpec::new("batch_size", ParamKind::Int, "256", "images per forward pass"),
+    ParamSpec::new("batch_size", ParamKind::Int, "256", "images per forward pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -228,8 +228,8 @@ impl Default for MaxSensitivityConfig {
 
 pub static MAX_SENSITIVITY_PARAMS: &[ParamSpec] = &[
     ParamSpec::new("radius", ParamKind::Float, "0.02", "half-width r of the L∞ ball: δ ~ U[−r, r] per value"),
-    ParamSpec::new("n_perturb", ParamKind::Int, "10", "perturbations per example (the max is over these)"),
-    ParamSpec::new("batch_size", ParamKind::Int, "64", "perturbed inputs explained per call of the method"),
+    ParamSpec::new("n_perturb", ParamKind::Int, "10", "perturbations per example (the max is over these)").max(10_000),
+    ParamSpec::new("batch_size", ParamKind::Int, "64", "perturbed inputs explained per call of the method").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 #[derive(Debug, Clone, Default)]

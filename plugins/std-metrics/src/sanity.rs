@@ -43,8 +43,8 @@ impl Default for SanityConfig {
 }
 
 pub static SANITY_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("max_layers", ParamKind::Int, "0", "randomize at most this many parametric layers from the top (0 = all)"),
-    ParamSpec::new("ssim_window", ParamKind::Int, "7", "side of the uniform SSIM window"),
+    ParamSpec::new("max_layers", ParamKind::Int, "0", "randomize at most this many parametric layers from the top (0 = all)").max(10_000),
+    ParamSpec::new("ssim_window", ParamKind::Int, "7", "side of the uniform SSIM window").max(255),
 ];
 
 #[derive(Debug, Clone, Default)]

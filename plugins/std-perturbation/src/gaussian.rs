@@ -47,9 +47,9 @@ impl Default for GaussianConfig {
 }
 
 pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("padding", ParamKind::Int, "2", "l: the window is conditioned on a (k+2l)² patch"),
-    ParamSpec::new("patch", ParamKind::Int, "12", "side of the fitted patches (bounds k+2l)"),
-    ParamSpec::new("patches", ParamKind::Int, "20000", "training patches to fit on"),
+    ParamSpec::new("padding", ParamKind::Int, "2", "l: the window is conditioned on a (k+2l)² patch").max(64),
+    ParamSpec::new("patch", ParamKind::Int, "12", "side of the fitted patches (bounds k+2l)").max(256),
+    ParamSpec::new("patches", ParamKind::Int, "20000", "training patches to fit on").max(1_000_000),
     ParamSpec::new("ridge", ParamKind::Float, "0.001", "added to the covariance diagonal"),
     ParamSpec::new("joint", ParamKind::Bool, "false", "one Gaussian over all channels (else one per channel)"),
     ParamSpec::new("seed", ParamKind::Int, "0", "seed for choosing training patches"),

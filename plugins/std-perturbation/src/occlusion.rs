@@ -36,7 +36,7 @@ pub static PARAMS: &[ParamSpec] = &[
     ParamSpec::new("strides", ParamKind::FloatList, "1", "stride, or sy,sx"),
     ParamSpec::new("baseline", ParamKind::Float, "0", "value of occluded pixels"),
     ParamSpec::new("baseline_tensor", ParamKind::Tensor, "", "baseline image (.png/.safetensors) instead of a value"),
-    ParamSpec::new("batch_size", ParamKind::Int, "256", "forward passes per batch"),
+    ParamSpec::new("batch_size", ParamKind::Int, "256", "forward passes per batch").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 fn pair(a: &Args, name: &str) -> Result<(usize, usize)> {

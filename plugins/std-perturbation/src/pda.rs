@@ -85,17 +85,17 @@ impl Default for PdaConfig {
 }
 
 pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("window", ParamKind::Int, "0", "window side k (0: 4 up to 64 px, else 10)"),
-    ParamSpec::new("stride", ParamKind::Int, "1", "window stride"),
-    ParamSpec::new("samples", ParamKind::Int, "10", "samples S per window"),
+    ParamSpec::new("window", ParamKind::Int, "0", "window side k (0: 4 up to 64 px, else 10)").max(1024),
+    ParamSpec::new("stride", ParamKind::Int, "1", "window stride").max(1024),
+    ParamSpec::new("samples", ParamKind::Int, "10", "samples S per window").max(10_000),
     ParamSpec::new("sampler", ParamKind::Method, "conditional_gaussian", "registered sampler; its params as sampler.NAME"),
     ParamSpec::new("sampler_file", ParamKind::Str, "", "fitted sampler file: loaded if it exists, else fitted and saved"),
     ParamSpec::new("train", ParamKind::Str, "mnist", "training data to fit the sampler: mnist or a [N,C,H,W] .safetensors"),
     ParamSpec::new("output", ParamKind::Choice(&["softmax", "logits"]), "softmax", "score classes by weight of evidence (softmax) or activation difference (logits)"),
     ParamSpec::new("classes", ParamKind::Str, "target", "class maps to compute: target, all, or topN"),
-    ParamSpec::new("num_train", ParamKind::Int, "0", "N of the Laplace correction (0: the model card's num_train)"),
+    ParamSpec::new("num_train", ParamKind::Int, "0", "N of the Laplace correction (0: the model card's num_train)").max(1_000_000_000_000),
     ParamSpec::new("seed", ParamKind::Int, "0", "sampling seed"),
-    ParamSpec::new("batch_size", ParamKind::Int, "256", "forward passes per batch"),
+    ParamSpec::new("batch_size", ParamKind::Int, "256", "forward passes per batch").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 impl PdaConfig {

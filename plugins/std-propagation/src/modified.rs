@@ -29,7 +29,7 @@ impl Default for ModifiedGradientConfig {
 }
 
 pub static PARAMS: &[ParamSpec] =
-    &[ParamSpec::new("batch_size", ParamKind::Int, "64", "examples per backward pass")];
+    &[ParamSpec::new("batch_size", ParamKind::Int, "64", "examples per backward pass").max(lumen_core::params::MAX_BATCH_SIZE)];
 
 /// The input gradient through a composite preset.
 #[derive(Debug, Clone)]

@@ -91,12 +91,12 @@ pub static PARAMS: &[ParamSpec] = &[
     ParamSpec::new("value", ParamKind::Float, "0", "value of the constant reference"),
     ParamSpec::new("sigma", ParamKind::Float, "3", "σ (pixels) of the blurred reference"),
     ParamSpec::new("reference_tensor", ParamKind::Tensor, "", "user reference(s) or the pool for mean/distribution"),
-    ParamSpec::new("n_references", ParamKind::Int, "16", "references drawn for reference=distribution"),
+    ParamSpec::new("n_references", ParamKind::Int, "16", "references drawn for reference=distribution").max(10_000),
     ParamSpec::new("seed", ParamKind::Int, "0", "seed for drawing references"),
     ParamSpec::new("softmax", ParamKind::Choice(&["auto", "on", "off"]), "auto", "mean-normalise logits (eq. 21)"),
     ParamSpec::new("onehot", ParamKind::Bool, "false", "§2.6 first-layer normalisation for one-hot inputs"),
     ParamSpec::new("eps", ParamKind::Float, "1e-6", "|δx| below this falls back to the gradient"),
-    ParamSpec::new("batch_size", ParamKind::Int, "32", "inputs per pass"),
+    ParamSpec::new("batch_size", ParamKind::Int, "32", "rows (inputs × references) per pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -414,7 +414,15 @@ impl Attributor for DeepLift {
         let pool = self.pool(model)?;
         let mut rng = StdRng::seed_from_u64(self.config.seed);
         let (mut parts, mut sums, mut deltas) = (vec![], vec![], vec![]);
-        for r in chunks(inputs.dim(0)?, self.config.batch_size) {
+        // Each input expands to `refs` rows; chunks hold at most `batch_size` rows (one
+        // input when it has more references), so memory does not grow with
+        // n_references. References come from one stream in order, so chunking does
+        // not change them.
+        let refs = match self.config.reference {
+            Reference::Distribution(n) => n.max(1),
+            _ => 1,
+        };
+        for r in chunks(inputs.dim(0)?, (self.config.batch_size / refs).max(1)) {
             let x = inputs.narrow(0, r.start, r.len())?;
             let (c, s, d) = self.chunk(model, &x, &target.select(r), &pool, &mut rng, normalise, &stop_after)?;
             parts.push(c);

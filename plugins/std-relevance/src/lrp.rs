@@ -44,7 +44,7 @@ pub static PARAMS: &[ParamSpec] = &[
     ParamSpec::new("gamma", ParamKind::Float, "0.25", "γ of LRP-γ"),
     ParamSpec::new("low", ParamKind::Float, "", "z^B lower bound (default: the model's input range)"),
     ParamSpec::new("high", ParamKind::Float, "", "z^B upper bound (default: the model's input range)"),
-    ParamSpec::new("batch_size", ParamKind::Int, "32", "examples per pass"),
+    ParamSpec::new("batch_size", ParamKind::Int, "32", "examples per pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
 
 #[derive(Debug, Clone, Default)]
