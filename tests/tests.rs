@@ -17,3 +17,4 @@ mod script;
 mod relevance;
 mod plugins;
 mod eval;
+mod sandbox;

@@ -62,6 +62,10 @@ pub struct EvalArgs {
     /// Example maps per method in the report.
     #[arg(long, default_value_t = 4)]
     pub examples: usize,
+    /// Another directory whose files method parameters may read (repeatable); they
+    /// may always read under the working directory and --out, and write under --out.
+    #[arg(long = "allow-read", value_name = "DIR")]
+    pub allow_read: Vec<PathBuf>,
     /// Stop after computing this many (method, chunk) units (to test resuming).
     #[arg(long, hide = true)]
     pub stop_after_chunks: Option<usize>,
@@ -241,6 +245,12 @@ pub fn run(a: EvalArgs, device: &Device) -> anyhow::Result<()> {
     }
     let (method_pairs, metric_pairs) = split_params(&a.params, &methods, &metric_names)?;
     let model = a.model.load(&reg, device)?;
+    // The model is the user's choice; file paths in method parameters obey a sandbox.
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut readable = vec![PathBuf::from(".")];
+    readable.extend(a.allow_read.iter().cloned());
+    let policy = lumen_core::paths::Policy::new(readable, Some(&a.out), "allow another directory with --allow-read DIR")?;
+    let _policy = lumen_core::paths::install(policy);
     let info = model.info().clone();
     let data = load_data(&a.data, a.n, a.seed, device)?;
     info.check_input(&data.xs.narrow(0, 0, 1)?)

@@ -12,6 +12,7 @@ use std::path::Path;
 
 /// Loads a grayscale or RGB PNG as `[C, H, W]` in [0, 1] (C = 1 for grayscale).
 pub fn load_png(path: &Path, device: &Device) -> Result<Tensor> {
+    let path = &crate::paths::check_read(path)?;
     if !path.exists() {
         return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")));
     }

@@ -158,6 +158,7 @@ impl Classifier for NetworkModel {
 
 /// Reads a safetensors file, turning truncation and corruption into a clear error.
 pub fn load_safetensors(path: &Path, device: &Device) -> Result<std::collections::HashMap<String, Tensor>> {
+    let path = &crate::paths::check_read(path)?;
     if !path.exists() {
         return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")));
     }
