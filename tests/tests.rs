@@ -19,3 +19,4 @@ mod plugins;
 mod eval;
 mod shard;
 mod hardening;
+mod sandbox;

@@ -101,6 +101,10 @@ pub struct EvalArgs {
     /// Slurm time limit of each shard job, e.g. 2:00:00.
     #[arg(long, requires = "emit_slurm")]
     pub time: Option<String>,
+    /// Another directory whose files method parameters may read (repeatable); they
+    /// may always read under the working directory and --out, and write under --out.
+    #[arg(long = "allow-read", value_name = "DIR")]
+    pub allow_read: Vec<PathBuf>,
     /// Stop after computing this many (method, chunk) units (to test resuming).
     #[arg(long, hide = true)]
     pub stop_after_chunks: Option<usize>,
@@ -292,6 +296,8 @@ pub struct Prepared {
     pub skipped: Vec<(String, String)>,
     pub key: Value,
     pub chunks: Vec<Range<usize>>,
+    /// The file-access policy for method parameters, in force while the run lives.
+    _policy: lumen_core::paths::Guard,
 }
 
 impl Prepared {
@@ -363,6 +369,13 @@ fn prepare(a: &EvalArgs, reg: &Registry, device: &Device) -> anyhow::Result<Prep
     }
     let (method_pairs, metric_pairs) = split_params(&a.params, &methods, &metric_names)?;
     let model = a.model.load(reg, device)?;
+    // The model is the user's choice; file paths in method parameters obey a sandbox,
+    // held for the whole run by `Prepared`.
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut readable = vec![PathBuf::from(".")];
+    readable.extend(a.allow_read.iter().cloned());
+    let policy = lumen_core::paths::Policy::new(readable, Some(&a.out), "allow another directory with --allow-read DIR")?;
+    let policy = lumen_core::paths::install(policy);
     let info = model.info().clone();
     let data = load_data(&a.data, a.n, a.seed, device)?;
     info.check_input(&data.xs.narrow(0, 0, 1)?)
@@ -441,7 +454,7 @@ fn prepare(a: &EvalArgs, reg: &Registry, device: &Device) -> anyhow::Result<Prep
         "metrics": metric_plans.iter().map(|p| json!({"name": p.name, "params": p.params})).collect::<Vec<_>>(),
     });
     let chunks = lumen_core::method::chunks(a.n, a.batch_size).collect();
-    Ok(Prepared { model, info, data, plans, metric_plans, skipped, key, chunks })
+    Ok(Prepared { model, info, data, plans, metric_plans, skipped, key, chunks, _policy: policy })
 }
 
 /// The device kind (the ordinal does not change a figure; under Slurm it is always 0).

@@ -49,6 +49,10 @@ pub enum Error {
     #[error("image {path}: {reason}")]
     Image { path: PathBuf, reason: String },
 
+    /// A path from a script or a parameter that the run's file policy does not allow.
+    #[error("refused to {access} '{}': {reason}", path.display())]
+    PathRefused { access: &'static str, path: PathBuf, reason: String },
+
     #[error("{path}: {source}")]
     Io { path: PathBuf, #[source] source: std::io::Error },
 

@@ -12,6 +12,7 @@ pub mod method;
 pub mod metric;
 pub mod model;
 pub mod params;
+pub mod paths;
 pub mod plugin;
 pub mod registry;
 pub mod render;

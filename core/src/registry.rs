@@ -244,14 +244,15 @@ impl Registry {
     /// Loads a model. Its later `forward` calls also run under `catch_unwind`.
     pub fn load_model(&self, name: &str, device: &Device) -> Result<Arc<dyn Classifier>> {
         let item = lookup(&self.models, "model", name)?;
-        let inner = guard(&item.origin.pack, || (item.entry.load)(device))?;
+        // A registered model's files are its pack's, not the run's: outside the policy.
+        let inner = crate::paths::trusted(|| guard(&item.origin.pack, || (item.entry.load)(device)))?;
         Ok(Arc::new(GuardedModel { inner, pack: item.origin.pack.clone() }))
     }
 
     pub fn load_generator(&self, name: &str, device: &Device) -> Result<Arc<dyn Generator>> {
         let item = lookup(&self.generators, "generator", name)?;
         let pack = item.origin.pack.clone();
-        let inner = guard(&pack, || (item.entry.load)(device))?;
+        let inner = crate::paths::trusted(|| guard(&pack, || (item.entry.load)(device)))?;
         Ok(Arc::new(GuardedGenerator { inner, pack }))
     }
 

@@ -21,6 +21,8 @@ pub struct Host {
     pub device: Device,
     pub out: OutDir,
     pub args: Vec<String>,
+    /// The most elements of one tensor a script function may create.
+    pub max_tensor_elements: usize,
     /// Models load once per run, however often the script asks.
     models: RefCell<HashMap<String, Arc<dyn Classifier>>>,
     /// The bar `tick()` advances.
@@ -29,7 +31,40 @@ pub struct Host {
 
 impl Host {
     pub fn new(registry: Arc<Registry>, device: Device, out: OutDir, args: Vec<String>) -> Host {
-        Host { registry, device, out, args, models: Default::default(), bar: Default::default() }
+        Host {
+            registry,
+            device,
+            out,
+            args,
+            max_tensor_elements: crate::Limits::default().max_tensor_elements,
+            models: Default::default(),
+            bar: Default::default(),
+        }
+    }
+
+    pub fn with_max_tensor_elements(mut self, n: usize) -> Host {
+        self.max_tensor_elements = n;
+        self
+    }
+
+    /// Refuses a shape whose element count overflows or exceeds the maximum,
+    /// before anything is allocated.
+    pub fn check_numel(&self, dims: &[usize], what: &str) -> RResult<()> {
+        let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        match n {
+            Some(n) if n <= self.max_tensor_elements => Ok(()),
+            _ => Err(rt(format!(
+                "{what}: shape {dims:?} has more than {} elements, the most a script tensor may have (--max-tensor-elements)",
+                self.max_tensor_elements
+            ))),
+        }
+    }
+
+    /// [`dims_from`] plus [`Host::check_numel`].
+    fn shape(&self, a: &Array, what: &str) -> RResult<Vec<usize>> {
+        let dims = dims_from(a, what)?;
+        self.check_numel(&dims, what)?;
+        Ok(dims)
     }
 
     fn model(&self, name: &str) -> RResult<ModelValue> {
@@ -217,8 +252,9 @@ fn register_tensors(engine: &mut Engine, host: &H) {
     engine.register_fn("flatten", |t: &mut TensorValue| -> RResult<TensorValue> {
         Ok(TensorValue(tensor_err(t.0.flatten_all())?))
     });
-    engine.register_fn("reshape", |t: &mut TensorValue, s: Array| -> RResult<TensorValue> {
-        Ok(TensorValue(tensor_err(t.0.reshape(dims_from(&s, "reshape")?))?))
+    let h = host.clone();
+    engine.register_fn("reshape", move |t: &mut TensorValue, s: Array| -> RResult<TensorValue> {
+        Ok(TensorValue(tensor_err(t.0.reshape(h.shape(&s, "reshape")?))?))
     });
     engine.register_fn("unsqueeze", |t: &mut TensorValue, d: INT| -> RResult<TensorValue> {
         Ok(TensorValue(tensor_err(t.0.unsqueeze(as_usize(&d.into(), "unsqueeze")?))?))
@@ -244,7 +280,11 @@ fn register_tensors(engine: &mut Engine, host: &H) {
     });
     macro_rules! binop {
         ($op:literal, $bf:ident, $sf:expr, $rf:expr) => {
-            engine.register_fn($op, |a: TensorValue, b: TensorValue| -> RResult<TensorValue> {
+            let h = host.clone();
+            engine.register_fn($op, move |a: TensorValue, b: TensorValue| -> RResult<TensorValue> {
+                // Broadcasting can make a result far larger than either operand.
+                let shape = tensor_err(a.0.shape().broadcast_shape_binary_op(b.0.shape(), $op))?;
+                h.check_numel(shape.dims(), $op)?;
                 Ok(TensorValue(tensor_err(a.0.$bf(&b.0))?))
             });
             engine.register_fn($op, |a: TensorValue, s: FLOAT| -> RResult<TensorValue> {
@@ -279,21 +319,21 @@ fn register_tensors(engine: &mut Engine, host: &H) {
             .iter()
             .map(|d| as_f64(d).map(|f| f as f32).ok_or_else(|| rt(format!("tensor: expected numbers, got {}", d.type_name()))))
             .collect::<RResult<_>>()?;
-        Ok(TensorValue(tensor_err(Tensor::from_vec(data, dims_from(&s, "tensor shape")?, &h.device))?))
+        Ok(TensorValue(tensor_err(Tensor::from_vec(data, h.shape(&s, "tensor shape")?, &h.device))?))
     });
     let h = host.clone();
     engine.register_fn("zeros", move |s: Array| -> RResult<TensorValue> {
-        Ok(TensorValue(tensor_err(Tensor::zeros(dims_from(&s, "zeros")?, DType::F32, &h.device))?))
+        Ok(TensorValue(tensor_err(Tensor::zeros(h.shape(&s, "zeros")?, DType::F32, &h.device))?))
     });
     let h = host.clone();
     engine.register_fn("ones", move |s: Array| -> RResult<TensorValue> {
-        Ok(TensorValue(tensor_err(Tensor::ones(dims_from(&s, "ones")?, DType::F32, &h.device))?))
+        Ok(TensorValue(tensor_err(Tensor::ones(h.shape(&s, "ones")?, DType::F32, &h.device))?))
     });
     // Uniform [0, 1) noise from a seed (the host draws it: candle's RNG cannot be seeded).
     let h = host.clone();
     engine.register_fn("random", move |s: Array, seed: INT| -> RResult<TensorValue> {
         use rand::{Rng, SeedableRng};
-        let dims = dims_from(&s, "random")?;
+        let dims = h.shape(&s, "random")?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed as u64);
         let data: Vec<f32> = (0..dims.iter().product::<usize>()).map(|_| rng.gen::<f32>()).collect();
         Ok(TensorValue(tensor_err(Tensor::from_vec(data, dims, &h.device))?))

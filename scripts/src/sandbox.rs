@@ -1,7 +1,8 @@
-//! The output directory a script may write under, and nothing else.
+//! The output directory a script may write under, and nothing else; and the
+//! directory it may import modules from.
 //!
-//! Scripts name files relative to it. Absolute paths, `..` and symlinks that lead
-//! outside are refused before anything is written.
+//! Scripts name files relative to these. Absolute paths, `..` and symlinks that lead
+//! outside are refused before anything is written or read.
 
 use lumen_core::{Error, Result};
 use std::path::{Component, Path, PathBuf};
@@ -32,43 +33,96 @@ impl OutDir {
 
     /// Resolves a script-supplied relative path to a path under the root.
     pub fn resolve(&self, rel: &str) -> Result<PathBuf> {
-        if rel.trim().is_empty() {
-            return Err(refuse(rel, "the path is empty"));
+        under(&self.root, rel).map_err(|why| refuse(rel, why))
+    }
+}
+
+/// `rel` joined to the canonical directory `root`, if it stays inside: no absolute
+/// path, no `..`, and every existing prefix that is a symlink lands inside `root`.
+/// The error is the reason.
+pub fn under(root: &Path, rel: &str) -> std::result::Result<PathBuf, &'static str> {
+    if rel.trim().is_empty() {
+        return Err("the path is empty");
+    }
+    let p = Path::new(rel);
+    if p.is_absolute() || p.has_root() {
+        return Err("absolute paths are not allowed");
+    }
+    let mut parts = vec![];
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("'..' is not allowed"),
+            Component::RootDir | Component::Prefix(_) => return Err("absolute paths are not allowed"),
         }
-        let p = Path::new(rel);
-        if p.is_absolute() || p.has_root() {
-            return Err(refuse(rel, "absolute paths are not allowed"));
-        }
-        let mut parts = vec![];
-        for c in p.components() {
-            match c {
-                Component::Normal(s) => parts.push(s.to_owned()),
-                Component::CurDir => {}
-                Component::ParentDir => return Err(refuse(rel, "'..' is not allowed")),
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(refuse(rel, "absolute paths are not allowed"))
+    }
+    if parts.is_empty() {
+        return Err("the path names no file");
+    }
+    // Every existing prefix that is a symlink must still land inside the root.
+    let mut cur = root.to_path_buf();
+    for part in &parts {
+        cur.push(part);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = cur.canonicalize().map_err(|_| "it goes through a dangling symlink")?;
+                if !target.starts_with(root) {
+                    return Err("it goes through a symlink that leads outside");
                 }
             }
+            Ok(_) => {}
+            Err(_) => break, // the rest does not exist yet
         }
-        if parts.is_empty() {
-            return Err(refuse(rel, "the path names no file"));
+    }
+    Ok(root.join(parts.iter().collect::<PathBuf>()))
+}
+
+/// Rhai's module resolver for `import "name"`: modules come only from the script's
+/// own directory (`name.rhai` under it, subdirectories allowed), never from an
+/// absolute path, through `..` or through a symlink that leads outside. A script
+/// given as a string has no directory, so it cannot import.
+pub struct ImportResolver {
+    /// Canonical script directory.
+    dir: Option<PathBuf>,
+    cache: std::cell::RefCell<std::collections::HashMap<PathBuf, rhai::Shared<rhai::Module>>>,
+}
+
+impl ImportResolver {
+    pub fn new(script_dir: Option<&Path>) -> Result<ImportResolver> {
+        let dir = script_dir.map(|d| d.canonicalize().map_err(|e| Error::io(d, e))).transpose()?;
+        Ok(ImportResolver { dir, cache: Default::default() })
+    }
+}
+
+impl rhai::ModuleResolver for ImportResolver {
+    fn resolve(
+        &self,
+        engine: &rhai::Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: rhai::Position,
+    ) -> std::result::Result<rhai::Shared<rhai::Module>, Box<rhai::EvalAltResult>> {
+        use rhai::EvalAltResult as E;
+        let fail = |msg: String| -> Box<E> { E::ErrorRuntime(msg.into(), pos).into() };
+        let Some(dir) = &self.dir else {
+            return Err(fail(format!("import '{path}' refused: a script given as text has no directory to import from")));
+        };
+        let rel = if path.ends_with(".rhai") { path.to_string() } else { format!("{path}.rhai") };
+        let file = under(dir, &rel).map_err(|why| {
+            fail(format!("import '{path}' refused: {why}; a script imports only from its own directory {}", dir.display()))
+        })?;
+        if let Some(m) = self.cache.borrow().get(&file) {
+            return Ok(m.clone());
         }
-        // Every existing prefix that is a symlink must still land inside the root.
-        let mut cur = self.root.clone();
-        for part in &parts {
-            cur.push(part);
-            match std::fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    let target = cur.canonicalize().map_err(|_| refuse(rel, "it goes through a dangling symlink"))?;
-                    if !target.starts_with(&self.root) {
-                        return Err(refuse(rel, "it goes through a symlink that leads outside"));
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => break, // the rest does not exist yet
-            }
-        }
-        Ok(self.root.join(parts.iter().collect::<PathBuf>()))
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| fail(format!("import '{path}': cannot read {} ({e})", file.display())))?;
+        let in_module = |e: Box<E>| -> Box<E> { E::ErrorInModule(path.to_string(), e, pos).into() };
+        let mut ast = engine.compile(&text).map_err(|e| in_module(E::from(e).into()))?;
+        ast.set_source(file.display().to_string());
+        let module: rhai::Shared<rhai::Module> = rhai::Module::eval_ast_as_new(rhai::Scope::new(), &ast, engine).map_err(in_module)?.into();
+        self.cache.borrow_mut().insert(file, module.clone());
+        Ok(module)
     }
 }
 

@@ -35,6 +35,7 @@ pub fn check_regular_file(path: &Path, max_bytes: u64) -> Result<()> {
 
 /// Loads a grayscale or RGB PNG as `[C, H, W]` in [0, 1] (C = 1 for grayscale).
 pub fn load_png(path: &Path, device: &Device) -> Result<Tensor> {
+    let path = &crate::paths::check_read(path)?;
     let image_err = |reason: String| Error::Image { path: path.into(), reason };
     check_regular_file(path, crate::model::card::MAX_WEIGHTS_BYTES)?;
     let reader = image::ImageReader::open(path)

@@ -50,7 +50,7 @@ fn unit_range() -> [f32; 2] {
 
 impl ModelCard {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+        let path = &crate::paths::check_read(path.as_ref())?;
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let card: ModelCard =
             toml::from_str(&text).map_err(|e| Error::Card { path: path.into(), reason: e.to_string() })?;

@@ -230,6 +230,7 @@ impl Classifier for CardModel {
 
 /// Reads a safetensors file, turning truncation and corruption into a clear error.
 pub fn load_safetensors(path: &Path, device: &Device) -> Result<std::collections::HashMap<String, Tensor>> {
+    let path = &crate::paths::check_read(path)?;
     crate::data::check_regular_file(path, card::MAX_WEIGHTS_BYTES)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::Weights {

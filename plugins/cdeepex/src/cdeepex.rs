@@ -150,7 +150,8 @@ impl CDeepEx {
                 if let Some(g) = slot.as_ref() {
                     return Ok(g.clone());
                 }
-                let g = guard(pack, || (e.load)(model.device()))?;
+                // A registered generator's files are its pack's: outside the run's file policy.
+                let g = lumen_core::paths::trusted(|| guard(pack, || (e.load)(model.device())))?;
                 *slot = Some(g.clone());
                 Ok(g)
             }

@@ -28,7 +28,7 @@ pub struct GeneratorCard {
 
 impl GeneratorCard {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+        let path = &lumen_core::paths::check_read(path.as_ref())?;
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let card: GeneratorCard =
             toml::from_str(&text).map_err(|e| Error::Card { path: path.into(), reason: e.to_string() })?;

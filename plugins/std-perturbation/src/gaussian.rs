@@ -218,6 +218,7 @@ impl ConditionalGaussian {
     /// Loads a model that [`Sampler::save`] wrote; sampling settings (padding,
     /// ridge) come from `config`, the fitted moments from the file.
     pub fn load(mut config: GaussianConfig, path: &Path) -> Result<Self> {
+        let path = &lumen_core::paths::check_read(path)?;
         let bad = |why: &str| Error::Data(format!("{}: not a conditional Gaussian sampler ({why})", path.display()));
         if !path.exists() {
             return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")));

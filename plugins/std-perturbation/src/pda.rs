@@ -162,12 +162,15 @@ impl Pda {
         let name = a.string("sampler")?;
         let sp = a.sub("sampler");
         let file = a.opt_string("sampler_file")?;
+        // The file may be written, so it must be where the run may write (checked
+        // before anything is fitted).
+        let file = file.map(|f| lumen_core::paths::check_write(Path::new(&f))).transpose()?;
         let sampler: Box<dyn Sampler> = match &file {
-            Some(f) if Path::new(f).exists() => reg.load_sampler(&name, &sp, Path::new(f))?,
+            Some(f) if f.exists() => reg.load_sampler(&name, &sp, f)?,
             _ => {
                 let s = reg.build_sampler(&name, &sp, &training_data(&a.string("train")?)?)?;
                 if let Some(f) = &file {
-                    s.save(Path::new(f))?;
+                    s.save(f)?;
                 }
                 s
             }
