@@ -16,4 +16,5 @@ mod pda;
 mod script;
 mod relevance;
 mod plugins;
+mod loader;
 mod eval;
