@@ -235,30 +235,30 @@ mod tests {
 
     mod layout {
         include!("../../layout_hash.rs");
-        pub(super) use self::{layout_hash as hash, source_files as files};
-    }
 
-    /// The fingerprint's layout hash is that of the source as it is now, and it moves
-    /// with any change to code, not with comments or indentation.
-    #[test]
-    fn layout_hash_follows_the_source() {
-        let files = layout::files(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))).unwrap();
-        assert!(files.iter().any(|(p, _)| p == "plugin/mod.rs"), "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
-        let h = layout::hash(&files);
-        assert!(FINGERPRINT.ends_with(&format!("; layout {h}")), "{FINGERPRINT} vs {h}");
-        let edit = |f: &dyn Fn(&str) -> String| {
-            let mut v = files.clone();
-            let i = v.iter().position(|(p, _)| p == "registry.rs").unwrap();
-            v[i].1 = f(&v[i].1);
-            layout::hash(&v)
-        };
-        let field = edit(&|t| t.replacen("pub struct ModelEntry {", "pub struct ModelEntry {\n    pub extra: u8,", 1));
-        assert_ne!(field, h);
-        let comment = edit(&|t| t.replacen("pub struct ModelEntry {", "// a comment\n  pub struct ModelEntry {  ", 1));
-        assert_eq!(comment, h);
-        let mut renamed = files.clone();
-        renamed[0].0.push_str(".moved");
-        assert_ne!(layout::hash(&renamed), h);
+        /// The fingerprint's layout hash is that of the source as it is now, and it
+        /// moves with any change to code, not with comments or indentation.
+        #[test]
+        fn layout_hash_follows_the_source() {
+            let files = source_files(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))).unwrap();
+            assert!(files.iter().any(|(p, _)| p == "plugin/mod.rs"), "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+            let h = layout_hash(&files);
+            let fp = crate::plugin::FINGERPRINT;
+            assert!(fp.ends_with(&format!("; layout {h}")), "{fp} vs {h}");
+            let edit = |f: &dyn Fn(&str) -> String| {
+                let mut v = files.clone();
+                let i = v.iter().position(|(p, _)| p == "registry.rs").unwrap();
+                v[i].1 = f(&v[i].1);
+                layout_hash(&v)
+            };
+            let field = edit(&|t| t.replacen("pub struct ModelEntry {", "pub struct ModelEntry {\n    pub extra: u8,", 1));
+            assert_ne!(field, h);
+            let comment = edit(&|t| t.replacen("pub struct ModelEntry {", "// a comment\n  pub struct ModelEntry {  ", 1));
+            assert_eq!(comment, h);
+            let mut renamed = files.clone();
+            renamed[0].0.push_str(".moved");
+            assert_ne!(layout_hash(&renamed), h);
+        }
     }
 
     #[test]
