@@ -271,7 +271,14 @@ fn dist_package_runs_as_an_unprivileged_user_with_a_clean_environment() {
     let st = Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(&unpack).status().unwrap();
     assert!(st.success());
     let root = unpack.join(&name);
-    for f in ["bin/lumen", "lib/liblumen_dylib.so", "lib/lumen/plugins/liblumen_example.so", "share/lumen/models/mnist-cnn.toml"] {
+    for f in [
+        "bin/lumen",
+        "lib/liblumen_dylib.so",
+        "lib/lumen/plugins/liblumen_example.so",
+        "lib/lumen/packs/liblumen_std_gradients.so",
+        "lib/lumen/packs/liblumen_models.so",
+        "share/lumen/models/mnist-cnn.toml",
+    ] {
         assert!(root.join(f).is_file(), "{f} missing");
     }
     let libstd = std::fs::read_dir(root.join("lib")).unwrap().filter_map(|e| e.ok()).any(|e| {

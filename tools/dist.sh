@@ -6,7 +6,9 @@
 #   bin/lumen                      rpath $ORIGIN/../lib:$ORIGIN/../lib/lumen/plugins (cli/build.rs)
 #   lib/libstd-*.so                Rust's std (the workspace builds with -C prefer-dynamic)
 #   lib/liblumen_dylib.so          the shared runtime of host and packs
-#   lib/lumen/plugins/*.so         the standard packs and the example pack as plugin files
+#   lib/lumen/plugins/             packs the host loads at start-up: the example pack
+#   lib/lumen/packs/               the standard packs as plugin files, for hosts that link none
+#                                  (lumen links them; scanning them on every start would cost 10x)
 #   share/lumen/models/            the shipped model cards and weights
 #   share/doc/lumen/README.md
 #
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
         --release-dir) release=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "dist.sh: unknown argument '$1' (see --help)" >&2; exit 1 ;;
     esac
 done
@@ -49,7 +51,7 @@ mkdir -p "$out"
 stage=$(mktemp -d "$out/.stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 dir="$stage/$name"
-mkdir -p "$dir/bin" "$dir/lib/lumen/plugins" "$dir/share/lumen/models" "$dir/share/doc/lumen"
+mkdir -p "$dir/bin" "$dir/lib/lumen/plugins" "$dir/lib/lumen/packs" "$dir/share/lumen/models" "$dir/share/doc/lumen"
 
 # The newest copy of a library cargo built: in the profile dir or in deps/.
 pick() {
@@ -67,9 +69,10 @@ std_libs=("$sysroot/lib/rustlib/$target/lib"/libstd-*.so)
 [ -f "${std_libs[0]}" ] || { echo "dist.sh: no libstd-*.so in $sysroot/lib/rustlib/$target/lib" >&2; exit 1; }
 install -m 644 "${std_libs[@]}" "$dir/lib/"
 for pack in lumen_models lumen_std_gradients lumen_std_propagation lumen_std_relevance lumen_std_perturbation \
-            lumen_std_generators lumen_cdeepex lumen_clear lumen_std_metrics lumen_example; do
-    install -m 644 "$(pick "lib$pack.so")" "$dir/lib/lumen/plugins/"
+            lumen_std_generators lumen_cdeepex lumen_clear lumen_std_metrics; do
+    install -m 644 "$(pick "lib$pack.so")" "$dir/lib/lumen/packs/"
 done
+install -m 644 "$(pick liblumen_example.so)" "$dir/lib/lumen/plugins/"
 install -m 644 "$root"/models/weights/*.toml "$root"/models/weights/*.safetensors "$dir/share/lumen/models/"
 install -m 644 "$root/README.md" "$dir/share/doc/lumen/"
 
