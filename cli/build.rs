@@ -4,8 +4,10 @@
 //! through cargo, which sets the library path itself.
 //!
 //! Search order: next to the binary (`$ORIGIN`, the install layout), `$ORIGIN/deps`
-//! (cargo's target/<profile>/deps), `$ORIGIN/../deps` (for examples), `$ORIGIN/../lib`,
-//! then the toolchain's std.
+//! (cargo's target/<profile>/deps), `$ORIGIN/../deps` (for examples), `$ORIGIN/../lib`
+//! and `$ORIGIN/../lib/lumen/plugins` (the relocatable `dist` layout, see
+//! tools/dist.sh), then the toolchain's std. Set at link time, so packaging needs no
+//! patchelf.
 
 use std::process::Command;
 
@@ -24,10 +26,17 @@ fn main() {
     let std_dir = format!("{sysroot}/lib/rustlib/{target}/lib");
     match os.as_str() {
         "linux" | "freebsd" | "netbsd" | "openbsd" | "dragonfly" | "illumos" | "solaris" => {
-            println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:$ORIGIN/deps:$ORIGIN/../deps:$ORIGIN/../lib:{std_dir}");
+            println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:$ORIGIN/deps:$ORIGIN/../deps:$ORIGIN/../lib:$ORIGIN/../lib/lumen/plugins:{std_dir}");
         }
         "macos" | "ios" => {
-            for p in ["@executable_path", "@executable_path/deps", "@executable_path/../deps", "@executable_path/../lib", &std_dir] {
+            for p in [
+                "@executable_path",
+                "@executable_path/deps",
+                "@executable_path/../deps",
+                "@executable_path/../lib",
+                "@executable_path/../lib/lumen/plugins",
+                &std_dir,
+            ] {
                 println!("cargo:rustc-link-arg=-Wl,-rpath,{p}");
             }
         }

@@ -1,4 +1,4 @@
-//! Computes the plugin ABI fingerprint (see `src/plugin/fingerprint.rs`).
+//! Computes the plugin ABI fingerprint (see `src/plugin/mod.rs`).
 //!
 //! A pack and the host can share Rust types only if they were compiled against the
 //! same lumen-core, the same candle with the same features, by the same rustc for the
@@ -6,6 +6,8 @@
 //! a mismatch can be refused with a readable message before any Rust call is made.
 
 use std::process::Command;
+
+include!("layout_hash.rs");
 
 /// candle is pinned exactly (`=0.11.1` in the workspace manifest), so its version is a
 /// constant here rather than a parse of Cargo.lock, which would rebuild lumen-core on
@@ -34,8 +36,12 @@ fn main() {
 
     let candle = CANDLE_VERSION;
 
+    // A pack built from an edited lumen-core with the same version must be refused.
+    let src = std::path::Path::new(&env("CARGO_MANIFEST_DIR")).join("src");
+    let layout = source_files(&src).map(|f| layout_hash(&f)).unwrap_or_else(|_| "unknown".into());
+
     let fp = format!(
-        "lumen-core {}; candle {}; features {}; rustc {}; target {}; panic {}; profile {}",
+        "lumen-core {}; candle {}; features {}; rustc {}; target {}; panic {}; profile {}; layout {}",
         env("CARGO_PKG_VERSION"),
         candle,
         features,
@@ -43,9 +49,13 @@ fn main() {
         env("TARGET"),
         env("CARGO_CFG_PANIC"),
         env("PROFILE"),
+        layout,
     );
     println!("cargo:rustc-env=LUMEN_FINGERPRINT={fp}");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=layout_hash.rs");
+    // A directory: cargo reruns when any file below it changes.
+    println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-env-changed=RUSTC");
 }
 

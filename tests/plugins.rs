@@ -21,16 +21,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// target/<profile>: this test binary runs from its deps/ directory.
-fn profile_dir() -> PathBuf {
+pub(crate) fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     exe.parent().and_then(Path::parent).expect("profile dir").to_path_buf()
 }
 
-fn lib_name(stem: &str) -> String {
+pub(crate) fn lib_name(stem: &str) -> String {
     format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION)
 }
 
-fn built(p: PathBuf) -> PathBuf {
+pub(crate) fn built(p: PathBuf) -> PathBuf {
     assert!(
         p.exists(),
         "{} is missing: it is built by `cargo test --release --workspace` (or `cargo build --release --workspace --all-targets`)",
@@ -42,16 +42,16 @@ fn built(p: PathBuf) -> PathBuf {
 /// The example pack as built by this cargo run: in deps/ (cargo copies a cdylib up
 /// to the profile directory only when it was asked for by name, and that copy can
 /// be stale).
-fn example_lib() -> PathBuf {
+pub(crate) fn example_lib() -> PathBuf {
     built(profile_dir().join("deps").join(lib_name("lumen_example")))
 }
 
-fn fixture_lib(name: &str) -> PathBuf {
+pub(crate) fn fixture_lib(name: &str) -> PathBuf {
     built(profile_dir().join("examples").join(lib_name(name)))
 }
 
 /// A fresh directory holding copies of `libs`.
-fn plugin_dir(name: &str, libs: &[PathBuf]) -> PathBuf {
+pub(crate) fn plugin_dir(name: &str, libs: &[PathBuf]) -> PathBuf {
     let d = tmpdir(name);
     for l in libs {
         std::fs::copy(l, d.join(l.file_name().expect("file name"))).expect("copy pack");
@@ -59,17 +59,17 @@ fn plugin_dir(name: &str, libs: &[PathBuf]) -> PathBuf {
     d
 }
 
-fn path_list(dirs: &[&Path]) -> String {
+pub(crate) fn path_list(dirs: &[&Path]) -> String {
     std::env::join_paths(dirs).expect("join paths").to_string_lossy().into_owned()
 }
 
-fn lumen_with(plugin_path: &str, args: &[&str]) -> Output {
+pub(crate) fn lumen_with(plugin_path: &str, args: &[&str]) -> Output {
     let out = Command::new(lumen_bin()).env("LUMEN_PLUGIN_PATH", plugin_path).args(args).output().expect("run lumen");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -270,7 +270,7 @@ fn missing_and_non_library_entries_are_skipped_with_a_warning() {
 }
 
 /// A small explainable model made and owned by the host (this process).
-fn host_model(seed: u64) -> NetworkModel {
+pub(crate) fn host_model(seed: u64) -> NetworkModel {
     let d = Device::Cpu;
     let specs = lumen_models::arch::mnist_cnn();
     let params = lumen_core::model::network::init_params(&specs, seed, &d).unwrap();
@@ -285,7 +285,7 @@ fn host_model(seed: u64) -> NetworkModel {
     NetworkModel::new(info, net, &d).unwrap()
 }
 
-fn loaded_registry(libs: &[PathBuf]) -> Registry {
+pub(crate) fn loaded_registry(libs: &[PathBuf]) -> Registry {
     lumen_std_gradients::link(); // the host's own saliency
     let mut reg = Registry::from_inventory().unwrap();
     let rep = load_into(&mut reg, &LoadOptions::only(libs));

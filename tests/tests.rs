@@ -16,6 +16,7 @@ mod pda;
 mod script;
 mod relevance;
 mod plugins;
+mod loader;
 mod eval;
 mod shard;
 mod hardening;

@@ -49,6 +49,9 @@ enum Command {
     TrainGenerator(cmd_train_generator::TrainGeneratorArgs),
     /// Train a zoo model (seeded) and write its weights and model card.
     Train(cmd_train::TrainArgs),
+    /// The child process of `lumen plugins --check`: loads one pack file, reports as JSON.
+    #[command(name = "__check-pack", hide = true)]
+    CheckPack(cmd_plugins::CheckPackArgs),
 }
 
 fn main() {
@@ -119,5 +122,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reproduce(a) => reproduce::run(a, &device),
         Command::TrainGenerator(a) => cmd_train_generator::run(a, &device),
         Command::Train(a) => cmd_train::run(a, &device),
+        Command::CheckPack(a) => cmd_plugins::check_pack(a),
     }
 }

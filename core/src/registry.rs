@@ -87,6 +87,88 @@ pub struct Registry {
     samplers: BTreeMap<String, Item<SamplerEntry>>,
     metrics: BTreeMap<String, Item<MetricEntry>>,
     packs: BTreeMap<String, String>,
+    /// Crate name -> pack name: one crate is one pack, however many files carry it.
+    crates: BTreeMap<String, String>,
+}
+
+/// Inventory items of every kind: a whole inventory, one library's share of it, or
+/// one pack's items.
+#[derive(Default, Clone)]
+pub struct PackItems {
+    pub methods: Vec<&'static MethodEntry>,
+    pub models: Vec<&'static ModelEntry>,
+    pub generators: Vec<&'static GeneratorEntry>,
+    pub samplers: Vec<&'static SamplerEntry>,
+    pub metrics: Vec<&'static MetricEntry>,
+}
+
+fn addr<T>(e: &'static T) -> usize {
+    e as *const T as usize
+}
+
+impl PackItems {
+    /// Every item in the process-wide inventory lists right now.
+    pub fn inventory() -> Self {
+        PackItems {
+            methods: inventory::iter::<MethodEntry>.into_iter().collect(),
+            models: inventory::iter::<ModelEntry>.into_iter().collect(),
+            generators: inventory::iter::<GeneratorEntry>.into_iter().collect(),
+            samplers: inventory::iter::<SamplerEntry>.into_iter().collect(),
+            metrics: inventory::iter::<MetricEntry>.into_iter().collect(),
+        }
+    }
+
+    /// The addresses of the items: their identity, whatever their `pack` field says.
+    pub fn addresses(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self.methods.iter().map(|e| addr(*e)).collect();
+        v.extend(self.models.iter().map(|e| addr(*e)));
+        v.extend(self.generators.iter().map(|e| addr(*e)));
+        v.extend(self.samplers.iter().map(|e| addr(*e)));
+        v.extend(self.metrics.iter().map(|e| addr(*e)));
+        v
+    }
+
+    /// The items whose address `keep` accepts.
+    pub fn filter_addresses(&self, keep: impl Fn(usize) -> bool) -> Self {
+        PackItems {
+            methods: self.methods.iter().copied().filter(|e| keep(addr(*e))).collect(),
+            models: self.models.iter().copied().filter(|e| keep(addr(*e))).collect(),
+            generators: self.generators.iter().copied().filter(|e| keep(addr(*e))).collect(),
+            samplers: self.samplers.iter().copied().filter(|e| keep(addr(*e))).collect(),
+            metrics: self.metrics.iter().copied().filter(|e| keep(addr(*e))).collect(),
+        }
+    }
+
+    /// The items whose `pack` field is `pack`.
+    pub fn of_pack(&self, pack: &str) -> Self {
+        PackItems {
+            methods: self.methods.iter().copied().filter(|e| e.pack == pack).collect(),
+            models: self.models.iter().copied().filter(|e| e.pack == pack).collect(),
+            generators: self.generators.iter().copied().filter(|e| e.pack == pack).collect(),
+            samplers: self.samplers.iter().copied().filter(|e| e.pack == pack).collect(),
+            metrics: self.metrics.iter().copied().filter(|e| e.pack == pack).collect(),
+        }
+    }
+
+    /// The distinct `pack` fields, sorted.
+    pub fn packs(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.methods.iter().map(|e| e.pack).collect();
+        v.extend(self.models.iter().map(|e| e.pack));
+        v.extend(self.generators.iter().map(|e| e.pack));
+        v.extend(self.samplers.iter().map(|e| e.pack));
+        v.extend(self.metrics.iter().map(|e| e.pack));
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.methods.len() + self.models.len() + self.generators.len() + self.samplers.len() + self.metrics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn insert<T: 'static>(
@@ -129,69 +211,69 @@ impl Registry {
         Self::default()
     }
 
-    /// Registers every inventory item linked into this process.
+    /// Registers every inventory item linked into this process, except those that a
+    /// loaded plugin library brought in (the loader attributes those to their library
+    /// by address, see [`crate::plugin`]).
     pub fn from_inventory() -> Result<Self> {
         let mut r = Registry::new();
-        let mut packs: Vec<&str> = inventory::iter::<MethodEntry>
-            .into_iter()
-            .map(|e| e.pack)
-            .chain(inventory::iter::<ModelEntry>.into_iter().map(|e| e.pack))
-            .chain(inventory::iter::<GeneratorEntry>.into_iter().map(|e| e.pack))
-            .chain(inventory::iter::<SamplerEntry>.into_iter().map(|e| e.pack))
-            .chain(inventory::iter::<MetricEntry>.into_iter().map(|e| e.pack))
-            .collect();
-        packs.sort();
-        packs.dedup();
-        // Items of loaded plugin libraries are in the inventory too; the loader registers them.
-        packs.retain(|p| !crate::plugin::is_dynamic_pack(p));
-        for p in packs {
-            r.register_pack(p, "static")?;
+        let items = crate::plugin::static_items();
+        for p in items.packs() {
+            r.register_items(p, &p.replace('-', "_"), "static", &items.of_pack(p))?;
         }
         Ok(r)
     }
 
-    /// Registers the inventory items that belong to `pack`. All or nothing: a name
-    /// already taken by another pack is an error that leaves the registry unchanged.
+    /// Registers the statically linked inventory items whose `pack` field is `pack`.
+    /// All or nothing: a name already taken by another pack is an error that leaves
+    /// the registry unchanged.
     pub fn register_pack(&mut self, pack: &str, source: &str) -> Result<usize> {
+        let items = crate::plugin::static_items().of_pack(pack);
+        self.register_items(pack, &pack.replace('-', "_"), source, &items)
+    }
+
+    /// Registers `items` as pack `pack` (crate `crate_name`) from `source`. All or
+    /// nothing: a name already taken by another pack is an error that leaves the
+    /// registry unchanged.
+    pub fn register_items(&mut self, pack: &str, crate_name: &str, source: &str, items: &PackItems) -> Result<usize> {
         let origin = Origin { pack: pack.to_string(), source: source.to_string() };
-        for e in inventory::iter::<MethodEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.methods {
             check_free(&self.methods, "method", e.name, &origin)?;
         }
-        for e in inventory::iter::<ModelEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.models {
             check_free(&self.models, "model", e.name, &origin)?;
         }
-        for e in inventory::iter::<GeneratorEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.generators {
             check_free(&self.generators, "generator", e.name, &origin)?;
         }
-        for e in inventory::iter::<SamplerEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.samplers {
             check_free(&self.samplers, "sampler", e.name, &origin)?;
         }
-        for e in inventory::iter::<MetricEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.metrics {
             check_free(&self.metrics, "metric", e.name, &origin)?;
         }
-        let mut n = 0;
-        for e in inventory::iter::<MethodEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.methods {
             insert(&mut self.methods, "method", e.name, e, &origin)?;
-            n += 1;
         }
-        for e in inventory::iter::<ModelEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.models {
             insert(&mut self.models, "model", e.name, e, &origin)?;
-            n += 1;
         }
-        for e in inventory::iter::<GeneratorEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.generators {
             insert(&mut self.generators, "generator", e.name, e, &origin)?;
-            n += 1;
         }
-        for e in inventory::iter::<SamplerEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.samplers {
             insert(&mut self.samplers, "sampler", e.name, e, &origin)?;
-            n += 1;
         }
-        for e in inventory::iter::<MetricEntry>.into_iter().filter(|e| e.pack == pack) {
+        for e in &items.metrics {
             insert(&mut self.metrics, "metric", e.name, e, &origin)?;
-            n += 1;
         }
         self.packs.entry(pack.to_string()).or_insert_with(|| source.to_string());
-        Ok(n)
+        self.crates.entry(crate_name.to_string()).or_insert_with(|| pack.to_string());
+        Ok(items.len())
+    }
+
+    /// The registered pack that crate `crate_name` provides, if any.
+    pub fn pack_of_crate(&self, crate_name: &str) -> Option<&str> {
+        self.crates.get(crate_name).map(String::as_str)
     }
 
     /// Adds one method entry directly (tests, and packs that build entries at run time).
@@ -238,22 +320,35 @@ impl Registry {
         let args = Args::new(name, item.entry.params, params)?;
         let pack = item.origin.pack.clone();
         let inner = guard(&pack, || (item.entry.build)(&args, self))?;
-        Ok(Box::new(Guarded { inner, pack }))
+        // The pack's accessors are read once, here, under the guard: later calls then
+        // cannot panic across the host.
+        let (name, props, params) =
+            guard(&pack, || Ok((inner.name().to_string(), inner.props(), inner.params())))?;
+        Ok(Box::new(Guarded { inner, pack, name, props, params }))
     }
 
     /// Loads a model. Its later `forward` calls also run under `catch_unwind`.
     pub fn load_model(&self, name: &str, device: &Device) -> Result<Arc<dyn Classifier>> {
         let item = lookup(&self.models, "model", name)?;
+        let pack = item.origin.pack.clone();
         // A registered model's files are its pack's, not the run's: outside the policy.
-        let inner = crate::paths::trusted(|| guard(&item.origin.pack, || (item.entry.load)(device)))?;
-        Ok(Arc::new(GuardedModel { inner, pack: item.origin.pack.clone() }))
+        let inner = crate::paths::trusted(|| guard(&pack, || (item.entry.load)(device)))?;
+        // The pack's accessors, read once under the guard (network() too: a pack that
+        // panics there fails here, not in a later method).
+        let (info, device) = guard(&pack, || {
+            let _ = inner.network();
+            Ok((inner.info().clone(), inner.device().clone()))
+        })?;
+        Ok(Arc::new(GuardedModel { inner, pack, info, device }))
     }
 
     pub fn load_generator(&self, name: &str, device: &Device) -> Result<Arc<dyn Generator>> {
         let item = lookup(&self.generators, "generator", name)?;
         let pack = item.origin.pack.clone();
         let inner = crate::paths::trusted(|| guard(&pack, || (item.entry.load)(device)))?;
-        Ok(Arc::new(GuardedGenerator { inner, pack }))
+        let (name, latent_dim, output_shape) =
+            guard(&pack, || Ok((inner.name().to_string(), inner.latent_dim(), inner.output_shape().to_vec())))?;
+        Ok(Arc::new(GuardedGenerator { inner, pack, name, latent_dim, output_shape }))
     }
 
     pub fn build_sampler(&self, name: &str, params: &Params, train: &Tensor) -> Result<Box<dyn Sampler>> {
@@ -261,7 +356,8 @@ impl Registry {
         let args = Args::new(name, item.entry.params, params)?;
         let pack = item.origin.pack.clone();
         let inner = guard(&pack, || (item.entry.build)(&args, train))?;
-        Ok(Box::new(GuardedSampler { inner, pack }))
+        let name = guard(&pack, || Ok(inner.name().to_string()))?;
+        Ok(Box::new(GuardedSampler { inner, pack, name }))
     }
 
     pub fn load_sampler(&self, name: &str, params: &Params, path: &std::path::Path) -> Result<Box<dyn Sampler>> {
@@ -269,7 +365,8 @@ impl Registry {
         let args = Args::new(name, item.entry.params, params)?;
         let pack = item.origin.pack.clone();
         let inner = guard(&pack, || (item.entry.load)(&args, path))?;
-        Ok(Box::new(GuardedSampler { inner, pack }))
+        let name = guard(&pack, || Ok(inner.name().to_string()))?;
+        Ok(Box::new(GuardedSampler { inner, pack, name }))
     }
 
     pub fn sampler(&self, name: &str) -> Result<&'static SamplerEntry> {
@@ -295,7 +392,9 @@ impl Registry {
         let args = Args::new(name, item.entry.params, params)?;
         let pack = item.origin.pack.clone();
         let inner = guard(&pack, || (item.entry.build)(&args))?;
-        Ok(Box::new(GuardedMetric { inner, pack }))
+        let (name, params, higher_is_better) =
+            guard(&pack, || Ok((inner.name().to_string(), inner.params(), inner.higher_is_better())))?;
+        Ok(Box::new(GuardedMetric { inner, pack, name, params, higher_is_better }))
     }
 }
 
@@ -326,21 +425,25 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// An attributor whose calls are contained with `catch_unwind`.
+/// An attributor whose calls are contained with `catch_unwind`; its accessors answer
+/// from values read under the guard when it was built.
 struct Guarded {
     inner: Box<dyn Attributor>,
     pack: String,
+    name: String,
+    props: MethodProps,
+    params: BTreeMap<String, String>,
 }
 
 impl Attributor for Guarded {
     fn name(&self) -> &str {
-        self.inner.name()
+        &self.name
     }
     fn props(&self) -> MethodProps {
-        self.inner.props()
+        self.props
     }
     fn params(&self) -> BTreeMap<String, String> {
-        self.inner.params()
+        self.params.clone()
     }
     fn attribute(
         &self,
@@ -356,20 +459,25 @@ impl Attributor for Guarded {
 struct GuardedModel {
     inner: Arc<dyn Classifier>,
     pack: String,
+    /// Read under the guard at load time.
+    info: crate::ModelInfo,
+    device: Device,
 }
 
 impl Classifier for GuardedModel {
     fn info(&self) -> &crate::ModelInfo {
-        self.inner.info()
+        &self.info
     }
     fn device(&self) -> &Device {
-        self.inner.device()
+        &self.device
     }
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         guard(&self.pack, || self.inner.forward(xs))
     }
     fn network(&self) -> Option<&crate::Network> {
-        self.inner.network()
+        // A reference into the pack's object, so it cannot be cached; a panic means
+        // "no network" (it was asked once, under the guard, at load time).
+        catch_unwind(AssertUnwindSafe(|| self.inner.network())).unwrap_or(None)
     }
     fn forward_with(&self, xs: &Tensor, opts: &crate::model::ForwardOptions) -> Result<crate::model::Forward> {
         guard(&self.pack, || self.inner.forward_with(xs, opts))
@@ -380,17 +488,20 @@ impl Classifier for GuardedModel {
 struct GuardedGenerator {
     inner: Arc<dyn Generator>,
     pack: String,
+    name: String,
+    latent_dim: usize,
+    output_shape: Vec<usize>,
 }
 
 impl Generator for GuardedGenerator {
     fn name(&self) -> &str {
-        self.inner.name()
+        &self.name
     }
     fn latent_dim(&self) -> usize {
-        self.inner.latent_dim()
+        self.latent_dim
     }
     fn output_shape(&self) -> &[usize] {
-        self.inner.output_shape()
+        &self.output_shape
     }
     fn generate(&self, z: &Tensor) -> Result<Tensor> {
         guard(&self.pack, || self.inner.generate(z))
@@ -407,11 +518,12 @@ impl Generator for GuardedGenerator {
 struct GuardedSampler {
     inner: Box<dyn Sampler>,
     pack: String,
+    name: String,
 }
 
 impl Sampler for GuardedSampler {
     fn name(&self) -> &str {
-        self.inner.name()
+        &self.name
     }
     fn sample_windows(
         &self,
@@ -435,17 +547,20 @@ impl Sampler for GuardedSampler {
 struct GuardedMetric {
     inner: Box<dyn Metric>,
     pack: String,
+    name: String,
+    params: BTreeMap<String, String>,
+    higher_is_better: bool,
 }
 
 impl Metric for GuardedMetric {
     fn name(&self) -> &str {
-        self.inner.name()
+        &self.name
     }
     fn params(&self) -> BTreeMap<String, String> {
-        self.inner.params()
+        self.params.clone()
     }
     fn higher_is_better(&self) -> bool {
-        self.inner.higher_is_better()
+        self.higher_is_better
     }
     fn evaluate(&self, input: &MetricInput) -> Result<MetricOutput> {
         guard(&self.pack, || self.inner.evaluate(input))

@@ -17,16 +17,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where shipped weights and cards live: `$LUMEN_MODELS_DIR`, then `models/` next to
-/// the binary, then this crate's `weights/` (a build run from the source tree).
+/// the binary, then `../share/lumen/models` (the relocatable `dist` layout), then this
+/// crate's `weights/` (a build run from the source tree). An installed layout never
+/// falls back to the source tree it was built from.
 pub fn models_dirs() -> Vec<PathBuf> {
     let mut v = vec![];
     if let Ok(d) = std::env::var("LUMEN_MODELS_DIR") {
         v.extend(std::env::split_paths(&d));
     }
+    let mut installed = false;
     if let Some(exe_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(|p| p.to_path_buf())) {
         v.push(exe_dir.join("models"));
+        if let Some(prefix) = exe_dir.parent() {
+            let share = prefix.join("share").join("lumen").join("models");
+            installed = share.is_dir();
+            v.push(share);
+        }
     }
-    v.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/weights")));
+    if !installed {
+        v.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/weights")));
+    }
     v
 }
 

@@ -1,12 +1,15 @@
 //! Test fixture: a pack that reports another build's fingerprint (as a pack built by
 //! a different rustc or lumen-core would). The host must refuse it without calling
-//! its register entry point, and must not list its item.
+//! its register entry point, and must never register its items: not its own, and not
+//! the one that claims to belong to the example pack (`pack: "lumen-example"`),
+//! which a loader that files items by their `pack` field would hand to the real
+//! example pack.
 
 use lumen_core::params::ParamSpec;
 use lumen_core::plugin::{PackInfo, ABI_VERSION, ANCHOR};
 use lumen_core::registry::MethodEntry;
 use lumen_core::{Error, MethodProps};
-use std::ffi::{c_char, c_void};
+use std::ffi::c_char;
 
 // Links the shared runtime, as a real pack would.
 #[allow(unused_imports)]
@@ -24,12 +27,12 @@ static INFO: PackInfo = PackInfo {
 };
 
 #[export_name = "lumen_plugin_info_fixture_badfp"]
-extern "C" fn info() -> *const PackInfo {
+extern "C-unwind" fn info() -> *const PackInfo {
     &INFO
 }
 
 #[export_name = "lumen_plugin_register_fixture_badfp"]
-unsafe extern "C" fn register(_: *const c_char, _: *mut c_void, _: *const c_char, _: *mut c_char, _: usize) -> i32 {
+unsafe extern "C-unwind" fn register(_: *const c_char, _: *mut c_char, _: usize) -> i32 {
     // The host checks the fingerprint first; reaching this is a loader bug.
     std::process::abort()
 }
@@ -44,5 +47,16 @@ lumen_core::inventory::submit! {
         params: NO_PARAMS,
         props: MethodProps::NONE,
         build: |_, _| Err(Error::msg("fixture_badfp_method must never be built")),
+    }
+}
+
+lumen_core::inventory::submit! {
+    MethodEntry {
+        name: "fixture_badfp_impostor",
+        pack: "lumen-example",
+        summary: "claims the example pack; must never be registered",
+        params: NO_PARAMS,
+        props: MethodProps::NONE,
+        build: |_, _| Err(Error::msg("fixture_badfp_impostor must never be built")),
     }
 }

@@ -138,3 +138,74 @@ lumen_core::inventory::submit! {
         load: |_, _| Ok(Box::new(PanickySampler)),
     }
 }
+
+/// A method whose accessors panic: `name()` (when `which = "name"`), `params()` or
+/// `props()`. The host reads them once under its guard, when it builds the method.
+struct PanickyAccessors {
+    which: String,
+}
+
+impl Attributor for PanickyAccessors {
+    fn name(&self) -> &str {
+        if self.which == "name" {
+            panic!("deliberate panic in name()");
+        }
+        "fixture_panic_accessors"
+    }
+    fn params(&self) -> std::collections::BTreeMap<String, String> {
+        if self.which == "params" {
+            panic!("deliberate panic in params()");
+        }
+        Default::default()
+    }
+    fn props(&self) -> MethodProps {
+        if self.which == "props" {
+            panic!("deliberate panic in props()");
+        }
+        MethodProps::NONE
+    }
+    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+        let target = lumen_core::method::prepare(model, inputs, target)?;
+        Ok(Explanation::new("fixture_panic_accessors", inputs.zeros_like()?, target))
+    }
+}
+
+static ACCESSOR_PARAMS: &[ParamSpec] =
+    &[ParamSpec::new("which", ParamKind::Str, "name", "the accessor that panics: name, params, props or none")];
+
+lumen_core::inventory::submit! {
+    MethodEntry {
+        name: "fixture_panic_accessors",
+        pack: "fixture-panic",
+        summary: "an accessor panics (test fixture)",
+        params: ACCESSOR_PARAMS,
+        props: MethodProps::NONE,
+        build: |a, _| Ok(Box::new(PanickyAccessors { which: a.string("which")? })),
+    }
+}
+
+/// A model whose `info()` panics.
+struct PanickyInfo {
+    device: Device,
+}
+
+impl Classifier for PanickyInfo {
+    fn info(&self) -> &ModelInfo {
+        panic!("deliberate panic in info()");
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(xs.flatten_from(1)?.narrow(1, 0, 10)?)
+    }
+}
+
+lumen_core::inventory::submit! {
+    ModelEntry {
+        name: "fixture-panic-info",
+        pack: "fixture-panic",
+        summary: "info() panics (test fixture)",
+        load: |d| Ok(Arc::new(PanickyInfo { device: d.clone() })),
+    }
+}

@@ -1,12 +1,15 @@
 //! Finding and loading packs: discovery order, checks, registration, reports.
 
-use super::{mark_dynamic, InfoFn, PackInfo, RegisterFn, ABI_VERSION, ANCHOR, FINGERPRINT, INFO_PREFIX, REGISTER_PREFIX};
-use crate::registry::guard;
+use super::{InfoFn, PackInfo, RegisterFn, ABI_VERSION, ANCHOR, FINGERPRINT, INFO_PREFIX, REGISTER_PREFIX};
+use crate::registry::{guard, PackItems};
 use crate::{Error, Registry};
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::collections::HashSet;
+use std::ffi::{c_char, CString};
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 /// Where a search directory came from; decides whether odd files are worth a warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +39,9 @@ pub struct SearchDir {
     pub kind: SearchKind,
 }
 
-/// The discovery order: `LUMEN_PLUGIN_PATH`, then `plugins/` next to the binary, then
-/// the cargo target directory when run through cargo (`cargo run`, `cargo test`).
+/// The discovery order: `LUMEN_PLUGIN_PATH`, then `plugins/` next to the binary and
+/// `../lib/lumen/plugins` (the `dist` layout), then the cargo target directory when
+/// run through cargo (`cargo run`, `cargo test`).
 pub fn default_search_path() -> Vec<SearchDir> {
     let mut v = vec![];
     if let Some(p) = std::env::var_os("LUMEN_PLUGIN_PATH") {
@@ -49,6 +53,9 @@ pub fn default_search_path() -> Vec<SearchDir> {
     let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
     if let Some(d) = &exe_dir {
         v.push(SearchDir { path: d.join("plugins"), kind: SearchKind::ExeDir });
+        if let Some(prefix) = d.parent() {
+            v.push(SearchDir { path: prefix.join("lib").join("lumen").join("plugins"), kind: SearchKind::ExeDir });
+        }
     }
     if std::env::var_os("CARGO").is_some() {
         if let Some(d) = exe_dir {
@@ -147,13 +154,41 @@ impl LoadReport {
 /// point into its code.
 struct Opened {
     path: PathBuf,
-    crate_name: String,
+    /// The pack crates it was opened for.
+    crates: Vec<String>,
     lib: &'static libloading::Library,
+    /// The inventory items its constructors added, told apart by address.
+    items: PackItems,
+    /// The memory file it was loaded from, kept open: the dynamic linker knows the
+    /// library by the name `/proc/self/fd/N`, and a closed fd's number would be reused
+    /// by the next pack, which `dlopen` would then mistake for this one.
+    _image: Option<File>,
 }
 
+/// Every library opened, in order. Held while a library is opened, so that no
+/// inventory snapshot sees its items unattributed.
 static OPENED: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
 
+fn opened() -> MutexGuard<'static, Vec<Opened>> {
+    OPENED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The inventory items that no loaded plugin library brought in: the packs linked
+/// into this process.
+pub fn static_items() -> PackItems {
+    let opened = opened();
+    let dynamic: HashSet<usize> = opened.iter().flat_map(|o| o.items.addresses()).collect();
+    PackItems::inventory().filter_addresses(|a| !dynamic.contains(&a))
+}
+
+/// The register entry point's message buffer.
 const ERR_LEN: usize = 4096;
+/// The longest info string (name, version, fingerprint) read from a pack.
+const INFO_STR_MAX: usize = 2048;
+/// The longest message from a pack that is printed.
+const MSG_MAX: usize = 400;
+/// Pack files larger than this are not read.
+const FILE_MAX: u64 = 1 << 30;
 
 /// Discovers packs along `opts.search` and registers the compatible ones into `reg`.
 /// Safe to call repeatedly: a library is opened once per process.
@@ -181,8 +216,38 @@ pub fn load_library(reg: &mut Registry, path: &Path, opts: &LoadOptions) -> Load
     report
 }
 
+/// `*.so` (`.dylib`, `.dll`), and on Unix also versioned names such as `libx.so.1`
+/// or `libx.so.1.2`.
+pub fn is_pack_file_name(name: &str) -> bool {
+    let ext = std::env::consts::DLL_EXTENSION;
+    if name.strip_suffix(ext).is_some_and(|s| s.ends_with('.') && s.len() > 1) {
+        return true;
+    }
+    cfg!(unix)
+        && name.split_once(&format!(".{ext}.")).is_some_and(|(stem, ver)| {
+            !stem.is_empty() && ver.split('.').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
 fn is_library(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()) == Some(std::env::consts::DLL_EXTENSION)
+    p.file_name().and_then(|n| n.to_str()).is_some_and(is_pack_file_name)
+}
+
+/// The pack files `lumen plugins --check` tries: `path` itself if it is a file, else
+/// the library files in the directory, sorted.
+pub fn pack_files(path: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    if !path.is_dir() {
+        return Err(format!("{} is neither a directory nor a file", path.display()));
+    }
+    let mut warnings = vec![];
+    let v = candidates(&SearchDir { path: path.to_path_buf(), kind: SearchKind::Env }, &mut warnings);
+    match warnings.into_iter().next() {
+        Some(w) => Err(w),
+        None => Ok(v),
+    }
 }
 
 /// The shared runtime itself sits in the target directory; it is not a pack.
@@ -245,8 +310,24 @@ fn entry_crates(bytes: &[u8]) -> Vec<String> {
     v
 }
 
+/// Reads a candidate once, from one open file: what is scanned is what gets loaded
+/// (see [`open`]).
+fn read_pack_file(path: &Path) -> std::result::Result<Vec<u8>, String> {
+    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > FILE_MAX {
+        return Err(format!("{} bytes, more than a pack may have ({FILE_MAX})", meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.by_ref().take(FILE_MAX + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
 fn load_file(reg: &mut Registry, opts: &LoadOptions, path: &Path, kind: SearchKind, report: &mut LoadReport) {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_pack_file(path) {
         Ok(b) => b,
         Err(e) => {
             report.warnings.push(format!("cannot read {}: {e}; skipped", path.display()));
@@ -254,7 +335,6 @@ fn load_file(reg: &mut Registry, opts: &LoadOptions, path: &Path, kind: SearchKi
         }
     };
     let crates = entry_crates(&bytes);
-    drop(bytes);
     if crates.is_empty() {
         if kind != SearchKind::Cargo {
             report.warnings.push(format!(
@@ -274,21 +354,18 @@ fn load_file(reg: &mut Registry, opts: &LoadOptions, path: &Path, kind: SearchKi
             fingerprint: None,
             status: PackStatus::AlreadyLoaded { by: String::new() },
         };
-        // A pack linked into the host, or loaded from another file, is registered once.
-        if let Some((pack, source)) =
-            reg.packs().iter().find(|(p, _)| p.replace('-', "_") == crate_name).map(|(p, s)| (p.clone(), s.clone()))
-        {
-            let from_here = source == path.display().to_string();
-            if !from_here {
-                report.packs.push(PackReport {
-                    name: Some(pack.clone()),
-                    status: PackStatus::AlreadyLoaded { by: format!("{pack} ({source})") },
-                    ..base
-                });
-                continue;
-            }
+        // A crate linked into the host, or loaded from another file, is registered once.
+        if let Some(pack) = reg.pack_of_crate(&crate_name).map(str::to_string) {
+            let source = reg.packs().get(&pack).cloned().unwrap_or_default();
+            let status = if source == path.display().to_string() {
+                PackStatus::Loaded { items: items_of(reg, &pack) }
+            } else {
+                PackStatus::AlreadyLoaded { by: format!("{pack} ({source})") }
+            };
+            report.packs.push(PackReport { name: Some(pack), status, ..base });
+            continue;
         }
-        let (lib, opened_from) = match open(path, &crate_name) {
+        let (lib, opened_from, items) = match open(path, &crate_name, &bytes) {
             Ok(l) => l,
             Err(msg) => {
                 let m = format!("cannot load {}: {msg}; skipped", path.display());
@@ -302,49 +379,140 @@ fn load_file(reg: &mut Registry, opts: &LoadOptions, path: &Path, kind: SearchKi
         };
         // A crate already opened from another file in this process is used from there.
         let base = PackReport { path: opened_from.clone(), ..base };
-        let r = check_and_register(reg, opts, lib, &opened_from, &crate_name, base);
+        let r = check_and_register(reg, opts, lib, &opened_from, &crate_name, &items, base);
         report.packs.push(r);
     }
 }
 
-/// Opens `path` once per process, or returns the library that already provides
-/// `crate_name` (and the file it came from): one crate, one copy.
-fn open(path: &Path, crate_name: &str) -> std::result::Result<(&'static libloading::Library, PathBuf), String> {
-    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(o) = opened.iter().find(|o| o.crate_name == crate_name || o.path == path) {
-        return Ok((o.lib, o.path.clone()));
+/// Opens a library once per process, or returns the library that already provides
+/// `crate_name` (and the file it came from): one crate, one copy. Also returns the
+/// inventory items the library's constructors added.
+///
+/// On Linux the library is loaded from a private memory file holding `bytes`, the
+/// very bytes that were scanned, so a file changed or replaced after the scan cannot
+/// slip in other code. Elsewhere it is opened by path.
+fn open(
+    path: &Path,
+    crate_name: &str,
+    bytes: &[u8],
+) -> std::result::Result<(&'static libloading::Library, PathBuf, PackItems), String> {
+    let mut opened = opened();
+    if let Some(o) = opened.iter_mut().find(|o| o.path == path) {
+        if !o.crates.iter().any(|c| c == crate_name) {
+            o.crates.push(crate_name.to_string());
+        }
+        return Ok((o.lib, o.path.clone(), o.items.clone()));
     }
-    mark_dynamic(crate_name);
+    if let Some(o) = opened.iter().find(|o| o.crates.iter().any(|c| c == crate_name)) {
+        return Ok((o.lib, o.path.clone(), o.items.clone()));
+    }
+    let before: HashSet<usize> = PackItems::inventory().addresses().into_iter().collect();
+    let image = memory_image(bytes);
+    let load_path = match &image {
+        Some((_, p)) => p.clone(),
+        None => path.to_path_buf(),
+    };
     // SAFETY: running the library's initialisers. Only files exporting a lumen entry
     // point get here; RTLD_NOW makes a pack built against another lumen-dylib fail
     // here, on a missing symbol, instead of at its first call.
     #[cfg(unix)]
     let lib = unsafe {
         use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-        Library::open(Some(path), RTLD_NOW | RTLD_LOCAL).map(libloading::Library::from)
+        Library::open(Some(&load_path), RTLD_NOW | RTLD_LOCAL).map(libloading::Library::from)
     };
     #[cfg(not(unix))]
-    let lib = unsafe { libloading::Library::new(path) };
+    let lib = unsafe { libloading::Library::new(&load_path) };
     let lib = lib.map_err(|e| {
         let mut m = e.to_string();
         if let Some(src) = std::error::Error::source(&e) {
             m = format!("{m}: {src}");
         }
+        let m = m.replace(&load_path.display().to_string(), &path.display().to_string());
+        let mut m = one_line(&m, false);
         if m.contains("undefined symbol") || m.contains("Symbol not found") {
             // Same fingerprint, different build of lumen-dylib (e.g. other features).
             m.push_str(" (the pack was built against another build of lumen-dylib; rebuild it together with the host)");
         }
         m
     })?;
+    let items = PackItems::inventory().filter_addresses(|a| !before.contains(&a));
     // Never unloaded (see the module docs).
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
-    opened.push(Opened { path: path.to_path_buf(), crate_name: crate_name.to_string(), lib });
-    Ok((lib, path.to_path_buf()))
+    opened.push(Opened {
+        path: path.to_path_buf(),
+        crates: vec![crate_name.to_string()],
+        lib,
+        items: items.clone(),
+        _image: image.map(|(f, _)| f),
+    });
+    Ok((lib, path.to_path_buf(), items))
 }
 
-fn c_str(p: *const c_char) -> Option<String> {
-    // SAFETY: the pack promises NUL-terminated static strings.
-    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+/// `bytes` in an anonymous memory file, and the path to load it by.
+#[cfg(target_os = "linux")]
+fn memory_image(bytes: &[u8]) -> Option<(File, PathBuf)> {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a NUL-terminated name and valid flags; the fd is owned by the File.
+    let fd = unsafe { libc::memfd_create(c"lumen-pack".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    f.write_all(bytes).ok()?;
+    let p = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    Some((f, p))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn memory_image(_bytes: &[u8]) -> Option<(File, PathBuf)> {
+    None
+}
+
+/// Text from a pack on one line of at most [`MSG_MAX`] characters.
+fn one_line(s: &str, truncated: bool) -> String {
+    let mut out: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cut = truncated;
+    if out.chars().count() > MSG_MAX {
+        out = out.chars().take(MSG_MAX).collect();
+        cut = true;
+    }
+    if cut {
+        out.push_str("… (truncated)");
+    }
+    out
+}
+
+/// The message in a buffer the pack wrote: up to the first NUL, or the whole buffer
+/// when the pack left out the NUL, never beyond it.
+fn buffer_message(buf: &[u8]) -> String {
+    match buf.iter().position(|&b| b == 0) {
+        Some(n) => one_line(&String::from_utf8_lossy(&buf[..n]), false),
+        None => one_line(&String::from_utf8_lossy(buf), true),
+    }
+}
+
+/// A NUL-terminated string from the pack, read at most `max` bytes far.
+///
+/// # Safety
+/// `p` is null or points to at least `max` readable bytes or to a NUL within them.
+unsafe fn c_str_bounded(p: *const c_char, max: usize) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    let mut n = 0;
+    // SAFETY: guaranteed by the caller.
+    while n < max && unsafe { *p.add(n) } != 0 {
+        n += 1;
+    }
+    let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, n) };
+    Some(if n == max { one_line(&String::from_utf8_lossy(bytes), true) } else { String::from_utf8_lossy(bytes).into_owned() })
+}
+
+/// A pack name the host accepts: what cargo allows in a package name.
+fn valid_pack_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn check_and_register(
@@ -353,10 +521,15 @@ fn check_and_register(
     lib: &'static libloading::Library,
     path: &Path,
     crate_name: &str,
+    items: &PackItems,
     mut r: PackReport,
 ) -> PackReport {
     let fail = |mut r: PackReport, msg: String| {
         r.status = PackStatus::Failed(Error::Plugin { path: path.to_path_buf(), message: msg });
+        r
+    };
+    let refuse = |mut r: PackReport, msg: String| {
+        r.status = PackStatus::Refused(Error::Plugin { path: path.to_path_buf(), message: msg });
         r
     };
     // SAFETY: the symbol has the `InfoFn` signature by the pack contract.
@@ -364,8 +537,12 @@ fn check_and_register(
         Ok(s) => *s,
         Err(e) => return fail(r, format!("no info entry point: {e}")),
     };
-    // SAFETY: a C function returning a pointer to a static.
-    let info: *const PackInfo = unsafe { info() };
+    // Until the checks pass, the pack is known by its crate name only.
+    // SAFETY: a C-unwind function returning a pointer to a static; a panic is caught.
+    let info: *const PackInfo = match guard(crate_name, || Ok(unsafe { info() })) {
+        Ok(p) => p,
+        Err(e) => return fail(r, e.to_string()),
+    };
     if info.is_null() {
         return fail(r, "the info entry point returned null".into());
     }
@@ -380,14 +557,11 @@ fn check_and_register(
         });
         return r;
     }
-    // SAFETY: layout `ABI_VERSION`.
+    // SAFETY: layout `ABI_VERSION`; strings are read a bounded length.
     let info = unsafe { &*info };
-    r.name = c_str(info.name);
-    r.version = c_str(info.version);
-    r.fingerprint = c_str(info.fingerprint);
-    let name = r.name.clone().unwrap_or_else(|| crate_name.to_string());
-    // Its constructors have run: its items are in the inventory, but not as static.
-    mark_dynamic(&name);
+    r.name = unsafe { c_str_bounded(info.name, INFO_STR_MAX) };
+    r.version = unsafe { c_str_bounded(info.version, INFO_STR_MAX) };
+    r.fingerprint = unsafe { c_str_bounded(info.fingerprint, INFO_STR_MAX) };
     let found = r.fingerprint.clone().unwrap_or_default();
     if found != opts.expected_fingerprint {
         r.status = PackStatus::Refused(Error::IncompatiblePlugin {
@@ -398,14 +572,24 @@ fn check_and_register(
         return r;
     }
     if !std::ptr::eq(info.anchor, &ANCHOR) {
-        r.status = PackStatus::Refused(Error::Plugin {
-            path: path.to_path_buf(),
-            message: "the pack and the host do not share one lumen-core: one of them carries a private copy \
-                      (a pack must link lumen-dylib through `lumen_dylib::declare_pack!()`, and the host must link \
-                      lumen-dylib too); tensors from the two copies would corrupt each other's gradients"
+        return refuse(
+            r,
+            "the pack and the host do not share one lumen-core: one of them carries a private copy \
+             (a pack must link lumen-dylib through `lumen_dylib::declare_pack!()`, and the host must link \
+             lumen-dylib too); tensors from the two copies would corrupt each other's gradients"
                 .into(),
-        });
-        return r;
+        );
+    }
+    // Only now is the pack's own name worth anything.
+    let name = match r.name.clone() {
+        Some(n) if valid_pack_name(&n) => n,
+        Some(n) => return refuse(r, format!("invalid pack name '{n}' (letters, digits, '-' and '_', at most 64)")),
+        None => return refuse(r, "the pack has no name".into()),
+    };
+    if let Some(source) = reg.packs().get(&name) {
+        // Another crate (the same crate was handled before the library was opened).
+        let m = format!("the pack name '{name}' is already taken by the pack from {source}; packs of the same name are not merged");
+        return refuse(r, m);
     }
     // SAFETY: the symbol has the `RegisterFn` signature by the pack contract.
     let register: RegisterFn = match unsafe { lib.get::<RegisterFn>(format!("{REGISTER_PREFIX}{crate_name}").as_bytes()) } {
@@ -416,22 +600,26 @@ fn check_and_register(
     else {
         return fail(r, "path or fingerprint contains a NUL byte".into());
     };
-    let mut err = vec![0 as c_char; ERR_LEN];
+    let mut err = vec![0u8; ERR_LEN];
     let code = guard(&name, || {
-        // SAFETY: arguments as the contract requires; `reg` outlives the call.
-        Ok(unsafe { register(fp.as_ptr(), reg as *mut Registry as *mut c_void, source.as_ptr(), err.as_mut_ptr(), ERR_LEN) })
+        // SAFETY: arguments as the contract requires; a panic unwinds (C-unwind) into the guard.
+        Ok(unsafe { register(fp.as_ptr(), err.as_mut_ptr() as *mut c_char, ERR_LEN) })
     });
     match code {
-        Ok(0) => {
-            let items = items_of(reg, &name);
-            r.status = PackStatus::Loaded { items };
+        Ok(0) => {}
+        Ok(_) => return fail(r, buffer_message(&err)),
+        Err(e) => return fail(r, e.to_string()),
+    }
+    // The library's own items that carry this pack's name; nothing else.
+    match reg.register_items(&name, crate_name, &source.to_string_lossy(), &items.of_pack(&name)) {
+        Ok(_) => {
+            r.status = PackStatus::Loaded { items: items_of(reg, &name) };
             r
         }
-        Ok(_) => {
-            let msg = c_str(err.as_ptr()).unwrap_or_default();
-            fail(r, msg)
+        Err(e) => {
+            r.status = PackStatus::Failed(e);
+            r
         }
-        Err(e) => fail(r, e.to_string()),
     }
 }
 
@@ -458,6 +646,34 @@ mod tests {
         b.extend(b"\0lumen_plugin_info_truncated");
         assert_eq!(entry_crates(&b), vec!["my_pack".to_string(), "macos_style".to_string()]);
         assert!(entry_crates(b"plain text, no pack here").is_empty());
+    }
+
+    #[test]
+    fn pack_file_names_include_versioned_ones() {
+        let ext = std::env::consts::DLL_EXTENSION;
+        assert!(is_pack_file_name(&format!("libx.{ext}")));
+        if cfg!(unix) {
+            for ok in ["libx.so.1", "libx.so.1.2.3"].map(|n| n.replace("so", ext)) {
+                assert!(is_pack_file_name(&ok), "{ok}");
+            }
+            for no in ["libx.so.", "libx.so.1a", "libx.so.1..2", ".so.1", "libx.sox"].map(|n| n.replace("so", ext)) {
+                assert!(!is_pack_file_name(&no), "{no}");
+            }
+        }
+        assert!(!is_pack_file_name("notes.txt") && !is_pack_file_name(&format!(".{ext}")));
+    }
+
+    #[test]
+    fn pack_messages_are_bounded_and_on_one_line() {
+        assert_eq!(buffer_message(b"bad\nthing\0garbage after the NUL"), "bad thing");
+        let full = vec![b'x'; ERR_LEN];
+        assert_eq!(buffer_message(&full), format!("{}… (truncated)", "x".repeat(MSG_MAX)));
+        assert_eq!(buffer_message(b"no nul"), "no nul… (truncated)");
+        let s = [b'a', b'b', 0, b'c'];
+        // SAFETY: 4 readable bytes.
+        assert_eq!(unsafe { c_str_bounded(s.as_ptr() as *const c_char, 4) }.as_deref(), Some("ab"));
+        assert_eq!(unsafe { c_str_bounded(s.as_ptr() as *const c_char, 2) }.as_deref(), Some("ab… (truncated)"));
+        assert_eq!(unsafe { c_str_bounded(std::ptr::null(), 2) }, None);
     }
 
     #[test]

@@ -11,28 +11,44 @@
 //!    can also be linked statically into one binary:
 //!    `lumen_plugin_info_<crate>` returns a [`PackInfo`] (ABI version first, then
 //!    fingerprint, name, version, anchor) and is safe to call on any pack;
-//!    `lumen_plugin_register_<crate>` hands the pack's inventory items to the host's
-//!    [`Registry`](crate::Registry). [`declare_pack!`](crate::declare_pack) writes both.
+//!    `lumen_plugin_register_<crate>` checks the host's fingerprint from the pack's
+//!    side and consents to registration. [`declare_pack!`](crate::declare_pack) writes
+//!    both. Both are `extern "C-unwind"`, so a panic that escapes a hand-written entry
+//!    point unwinds into the host's guard instead of aborting the process.
 //! 3. **The fingerprint** ([`FINGERPRINT`]) names the lumen-core version, candle version
-//!    and features, rustc's version and commit, the target, the panic strategy and the
-//!    profile. A pack whose fingerprint differs is refused before any Rust call.
-//! 4. **Panics** are caught at every crossing: registration here, method builds and
-//!    calls in [`registry::guard`](crate::registry::guard).
-//! 5. **Libraries are never unloaded**: method objects and custom ops point into them.
+//!    and features, rustc's version and commit, the target, the panic strategy, the
+//!    profile and a hash of lumen-core's source (`layout`, see `build.rs`), so that a
+//!    pack built from an edited lumen-core with the same version is refused too. A
+//!    pack whose fingerprint differs is refused before any Rust call.
+//! 4. **Items belong to a library, not to a name.** A library's inventory items enter
+//!    the process-wide lists when `dlopen` runs its constructors, before any check.
+//!    The loader snapshots the lists' item addresses before `dlopen` and attributes
+//!    every new address to that library; the host registers those items itself, and
+//!    only after the library passed every check, under the pack name the checks
+//!    accepted. Items of a refused library are never registered, and
+//!    [`Registry::from_inventory`](crate::Registry::from_inventory) never lists them as
+//!    linked. (The alternative, a per-pack C entry point that returns the items, would
+//!    need every pack to list its items by hand; the address diff needs nothing from the
+//!    pack and cannot be lied to by a `pack` field.)
+//! 5. **Panics** are caught at every crossing: the entry points, method builds and
+//!    calls, and the accessors (`name`, `params`, `info`, ...) in
+//!    [`registry`](crate::registry). An abort or a segfault inside a pack still ends
+//!    the process: `lumen plugins --check DIR` tries each pack in a child first.
+//! 6. **Libraries are never unloaded**: method objects and custom ops point into them.
 
 mod loader;
 
 pub use loader::{
-    default_search_path, items_of, load_into, load_library, LoadOptions, LoadReport, PackReport, PackStatus, SearchDir, SearchKind,
+    default_search_path, is_pack_file_name, items_of, load_into, load_library, pack_files, static_items, LoadOptions,
+    LoadReport, PackReport, PackStatus, SearchDir, SearchKind,
 };
 
-use std::collections::BTreeSet;
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
 
-/// Version of the [`PackInfo`] layout and of the entry-point signatures.
-pub const ABI_VERSION: u32 = 1;
+/// Version of the [`PackInfo`] layout and of the entry-point signatures. 2: the entry
+/// points are `extern "C-unwind"`, and registration is done by the host.
+pub const ABI_VERSION: u32 = 2;
 
 /// The fingerprint of this build of lumen-core (computed by `build.rs`). A `const`, so
 /// a pack embeds the value it was compiled against.
@@ -68,31 +84,13 @@ pub struct PackInfo {
 unsafe impl Sync for PackInfo {}
 
 /// `lumen_plugin_info_<crate>`.
-pub type InfoFn = unsafe extern "C" fn() -> *const PackInfo;
+pub type InfoFn = unsafe extern "C-unwind" fn() -> *const PackInfo;
 
-/// `lumen_plugin_register_<crate>(host_fingerprint, registrar, source, err, err_len)`:
-/// `registrar` is a `*mut Registry`, `source` a NUL-terminated origin label. Returns 0
-/// on success; otherwise writes a NUL-terminated message into `err`.
-pub type RegisterFn =
-    unsafe extern "C" fn(*const c_char, *mut c_void, *const c_char, *mut c_char, usize) -> i32;
-
-/// Pack names whose items came from a loaded library, so that
-/// [`Registry::from_inventory`](crate::Registry::from_inventory) does not also list
-/// them as statically linked.
-static DYNAMIC_PACKS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-/// True when `pack`'s items were brought in by a loaded library. Crate names are
-/// marked before the library is opened (its constructors add items at once), pack
-/// names once its info is read.
-pub fn is_dynamic_pack(pack: &str) -> bool {
-    DYNAMIC_PACKS.lock().map(|s| s.contains(pack) || s.contains(&pack.replace('-', "_"))).unwrap_or(false)
-}
-
-pub(crate) fn mark_dynamic(pack: &str) {
-    if let Ok(mut s) = DYNAMIC_PACKS.lock() {
-        s.insert(pack.to_string());
-    }
-}
+/// `lumen_plugin_register_<crate>(host_fingerprint, err, err_len)`: the pack's consent,
+/// called after the host's checks. Returns 0 when the host may register the pack's
+/// items; otherwise writes a message into `err` (the host reads at most `err_len`
+/// bytes, NUL or not).
+pub type RegisterFn = unsafe extern "C-unwind" fn(*const c_char, *mut c_char, usize) -> i32;
 
 /// Writes `msg` NUL-terminated into a C buffer, truncating on a char boundary.
 fn write_c(msg: &str, buf: *mut c_char, len: usize) {
@@ -110,23 +108,16 @@ fn write_c(msg: &str, buf: *mut c_char, len: usize) {
     }
 }
 
-/// The body of every pack's register entry point (see [`declare_pack!`](crate::declare_pack)).
+/// The body of every pack's register entry point (see [`declare_pack!`](crate::declare_pack)):
+/// the pack's own check of the host's fingerprint. Panics are caught here too, so
+/// even a host that called it through plain `extern "C"` would not abort.
 ///
 /// # Safety
-/// `host_fp` and `source` are NUL-terminated strings, `registrar` points to a live
-/// `Registry` of this very lumen-core, and `err` has `err_len` writable bytes.
+/// `host_fp` is a NUL-terminated string and `err` has `err_len` writable bytes.
 #[doc(hidden)]
-pub unsafe fn __register(
-    pack_fp: &str,
-    pack: &str,
-    host_fp: *const c_char,
-    registrar: *mut c_void,
-    source: *const c_char,
-    err: *mut c_char,
-    err_len: usize,
-) -> i32 {
+pub unsafe fn __register(pack_fp: &str, host_fp: *const c_char, err: *mut c_char, err_len: usize) -> i32 {
     let r = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
-        if host_fp.is_null() || registrar.is_null() || source.is_null() {
+        if host_fp.is_null() {
             return Err("null argument".into());
         }
         // SAFETY: guaranteed by the caller.
@@ -134,9 +125,7 @@ pub unsafe fn __register(
         if host_fp != pack_fp {
             return Err(format!("host fingerprint '{host_fp}' differs from the pack's '{pack_fp}'"));
         }
-        let source = unsafe { CStr::from_ptr(source) }.to_string_lossy();
-        let reg = unsafe { &mut *(registrar as *mut crate::Registry) };
-        reg.register_pack(pack, &source).map(|_| ()).map_err(|e| e.to_string())
+        Ok(())
     }));
     match r {
         Ok(Ok(())) => 0,
@@ -180,30 +169,18 @@ macro_rules! declare_pack {
             };
 
             #[export_name = concat!("lumen_plugin_info_", env!("CARGO_CRATE_NAME"))]
-            extern "C" fn lumen_plugin_info() -> *const $crate::plugin::PackInfo {
+            extern "C-unwind" fn lumen_plugin_info() -> *const $crate::plugin::PackInfo {
                 &INFO
             }
 
             #[export_name = concat!("lumen_plugin_register_", env!("CARGO_CRATE_NAME"))]
-            unsafe extern "C" fn lumen_plugin_register(
+            unsafe extern "C-unwind" fn lumen_plugin_register(
                 host_fp: *const ::std::ffi::c_char,
-                registrar: *mut ::std::ffi::c_void,
-                source: *const ::std::ffi::c_char,
                 err: *mut ::std::ffi::c_char,
                 err_len: usize,
             ) -> i32 {
                 // SAFETY: the host upholds the entry point's contract.
-                unsafe {
-                    $crate::plugin::__register(
-                        $crate::plugin::FINGERPRINT,
-                        $name,
-                        host_fp,
-                        registrar,
-                        source,
-                        err,
-                        err_len,
-                    )
-                }
+                unsafe { $crate::plugin::__register($crate::plugin::FINGERPRINT, host_fp, err, err_len) }
             }
         };
     };
@@ -215,7 +192,7 @@ mod tests {
 
     #[test]
     fn fingerprint_names_every_component() {
-        for part in ["lumen-core ", "candle ", "features ", "rustc ", "target ", "panic ", "profile "] {
+        for part in ["lumen-core ", "candle ", "features ", "rustc ", "target ", "panic ", "profile ", "layout "] {
             assert!(FINGERPRINT.contains(part), "{part} missing in {FINGERPRINT}");
         }
         assert!(FINGERPRINT.contains(env!("CARGO_PKG_VERSION")));
@@ -243,20 +220,45 @@ mod tests {
 
     #[test]
     fn register_checks_the_host_fingerprint() {
-        let mut reg = crate::Registry::new();
-        let r = &mut reg as *mut crate::Registry as *mut c_void;
         let mut err = [0 as c_char; 512];
         let other = c"another host";
-        // SAFETY: valid strings, a live registry and a 512-byte buffer.
-        let code = unsafe { __register(FINGERPRINT, "no-items", other.as_ptr(), r, c"unit".as_ptr(), err.as_mut_ptr(), 512) };
+        // SAFETY: valid strings and a 512-byte buffer.
+        let code = unsafe { __register(FINGERPRINT, other.as_ptr(), err.as_mut_ptr(), 512) };
         assert_eq!(code, 1);
         let m = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
         assert!(m.contains("another host") && m.contains(FINGERPRINT), "{m}");
-        assert!(reg.packs().is_empty());
         let fp = std::ffi::CString::new(FINGERPRINT).unwrap();
-        let code = unsafe { __register(FINGERPRINT, "no-items", fp.as_ptr(), r, c"unit".as_ptr(), err.as_mut_ptr(), 512) };
+        let code = unsafe { __register(FINGERPRINT, fp.as_ptr(), err.as_mut_ptr(), 512) };
         assert_eq!(code, 0);
-        assert_eq!(reg.packs().get("no-items").map(String::as_str), Some("unit"));
+        assert_eq!(unsafe { __register(FINGERPRINT, std::ptr::null(), err.as_mut_ptr(), 512) }, 1);
+    }
+
+    mod layout {
+        include!("../../layout_hash.rs");
+
+        /// The fingerprint's layout hash is that of the source as it is now, and it
+        /// moves with any change to code, not with comments or indentation.
+        #[test]
+        fn layout_hash_follows_the_source() {
+            let files = source_files(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))).unwrap();
+            assert!(files.iter().any(|(p, _)| p == "plugin/mod.rs"), "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+            let h = layout_hash(&files);
+            let fp = crate::plugin::FINGERPRINT;
+            assert!(fp.ends_with(&format!("; layout {h}")), "{fp} vs {h}");
+            let edit = |f: &dyn Fn(&str) -> String| {
+                let mut v = files.clone();
+                let i = v.iter().position(|(p, _)| p == "registry.rs").unwrap();
+                v[i].1 = f(&v[i].1);
+                layout_hash(&v)
+            };
+            let field = edit(&|t| t.replacen("pub struct ModelEntry {", "pub struct ModelEntry {\n    pub extra: u8,", 1));
+            assert_ne!(field, h);
+            let comment = edit(&|t| t.replacen("pub struct ModelEntry {", "// a comment\n  pub struct ModelEntry {  ", 1));
+            assert_eq!(comment, h);
+            let mut renamed = files.clone();
+            renamed[0].0.push_str(".moved");
+            assert_ne!(layout_hash(&renamed), h);
+        }
     }
 
     #[test]
