@@ -445,7 +445,8 @@ fn prepare(a: &EvalArgs, reg: &Registry, device: &Device) -> anyhow::Result<Prep
         "model": info.name,
         // The card's file name only: shards may see it under other paths; its content is hashed.
         "model_card": a.model.model_card.as_ref().map(|p| p.file_name().unwrap_or(p.as_os_str()).to_string_lossy().to_string()),
-        "model_hash": model_hash(a, reg, model.as_ref(), &data)?,
+        // The model's own files are the user's choice, read outside the sandbox.
+        "model_hash": lumen_core::paths::trusted(|| model_hash(a, reg, model.as_ref(), &data))?,
         "data": a.data,
         "n": a.n,
         "seed": a.seed,

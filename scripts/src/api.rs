@@ -7,7 +7,6 @@ use crate::types::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use lumen_core::candle::{DType, Device, Tensor, D};
 use lumen_core::data::{load_input, Split};
-use lumen_core::model::NetworkModel;
 use lumen_core::{Classifier, Explanation, ParamKind, Params, Registry};
 use rhai::{Array, Dynamic, Engine, ImmutableString, Map, FLOAT, INT};
 use std::cell::RefCell;
@@ -439,7 +438,7 @@ fn register_models(engine: &mut Engine, host: &H) {
     engine.register_fn("model", move |name: &str| h.model(name));
     let h = host.clone();
     engine.register_fn("model_from", move |path: &str| -> RResult<ModelValue> {
-        Ok(ModelValue(Arc::new(lift(NetworkModel::load(path, &h.device))?)))
+        Ok(ModelValue(lift(lumen_core::model::load_card_model(path, &h.device))?))
     });
     engine.register_fn("to_string", |m: &mut ModelValue| format!("Model({})", m.0.info().name));
     engine.register_get("name", |m: &mut ModelValue| m.0.info().name.clone());
