@@ -18,6 +18,7 @@ mod relevance;
 mod plugins;
 mod loader;
 mod eval;
+mod present;
 mod shard;
 mod hardening;
 mod sandbox;

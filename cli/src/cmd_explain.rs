@@ -4,10 +4,12 @@
 use crate::host;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use lumen_core::candle::{Device, Tensor, D};
+use lumen_core::candle::{Device, Tensor};
 use lumen_core::data::load_input;
 use lumen_core::render::{self, HeatmapOptions, Reduce};
+use lumen_core::present::{self, RenderRequest};
 use lumen_core::{io, Classifier, Params, Registry, Target};
+use lumen_eval::gallery::{class_name, top_k};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,10 +29,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self, reg: &Registry, device: &Device) -> anyhow::Result<Arc<dyn Classifier>> {
-        Ok(match &self.model_card {
-            Some(p) => lumen_core::model::load_card_model(p, device)?,
-            None => reg.load_model(&self.model, device)?,
-        })
+        Ok(lumen_eval::load_model(self.model_card.as_deref(), &self.model, reg, device)?)
     }
 }
 
@@ -105,23 +104,6 @@ pub struct ExplainArgs {
     pub render: RenderArgs,
 }
 
-/// Softmax probabilities of one example's logits, and the top-`k` classes.
-pub fn top_k(model: &dyn Classifier, x: &Tensor, k: usize) -> anyhow::Result<Vec<(usize, f32)>> {
-    let logits = model.forward(x)?;
-    let p = lumen_core::candle_nn::ops::softmax(&logits, D::Minus1)?.get(0)?.to_vec1::<f32>()?;
-    let mut idx: Vec<usize> = (0..p.len()).collect();
-    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-    Ok(idx.into_iter().take(k).map(|i| (i, p[i])).collect())
-}
-
-/// `3` or `3 (cat)` when the label is not just the index.
-pub fn class_name(labels: &[String], c: usize) -> String {
-    match labels.get(c) {
-        Some(l) if *l != c.to_string() => format!("{c} ({l})"),
-        _ => c.to_string(),
-    }
-}
-
 /// File-name-safe version of a name.
 fn safe(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
@@ -166,15 +148,15 @@ pub fn run(a: ExplainArgs, device: &Device) -> anyhow::Result<()> {
     let st = a.out.join(format!("{stem}.safetensors"));
     let js = a.out.join(format!("{stem}.json"));
     io::save_png(&png, &picture)?;
-    // CLEAR's own picture (eq. 6: hue = dominant class, value = its response) with the
-    // class-colour legend, beside the ordinary heatmap of `attribution`.
-    let clear_png = a.out.join(format!("{stem}_rgb.png"));
-    let wrote_clear = expl.tensors.contains_key("clear_rgb") && expl.tensors.contains_key("classes");
-    if wrote_clear {
-        let copts =
-            lumen_clear::render::ClearRenderOptions { overlay: true, input_range: info.input_range, ..Default::default() };
-        let img = lumen_clear::render::render_example(&expl, 0, labels, Some(&input.tensor), &copts)?;
-        io::save_png(&clear_png, &img)?;
+    // The packs' own pictures of what this explanation carries (e.g. CLEAR's class
+    // colours), beside the ordinary heatmap.
+    let req = RenderRequest { example: 0, labels, input: Some(&input.tensor), input_range: info.input_range };
+    let mut pictures = vec![];
+    for r in present::renderers_for(&expl) {
+        let path = a.out.join(format!("{stem}_{}.png", r.suffix));
+        let img = (r.render)(&expl, &req).with_context(|| format!("renderer '{}' of {}", r.name, r.pack))?;
+        io::save_png(&path, &img)?;
+        pictures.push((path, r.summary));
     }
     let mut tensors: HashMap<String, Tensor> =
         expl.tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<anyhow::Result<_>>()?;
@@ -204,8 +186,8 @@ pub fn run(a: ExplainArgs, device: &Device) -> anyhow::Result<()> {
         opts.percentile
     );
     println!("wrote {}, {}, {}", png.display(), st.display(), js.display());
-    if wrote_clear {
-        println!("wrote {} (the CLEAR map with its class legend)", clear_png.display());
+    for (path, summary) in &pictures {
+        println!("wrote {} ({summary})", path.display());
     }
     Ok(())
 }

@@ -1,16 +1,20 @@
 //! `lumen gallery`: every registered method on one test digit per class, side by
-//! side, as a PNG grid plus an HTML page. A method that refuses the model or fails
-//! gets a blank tile and a note; the gallery itself keeps going.
+//! side, as a PNG grid plus an HTML page. Packs declare how their methods are shown
+//! (`lumen_core::present`): column rank, lighter settings, and the model to use when
+//! a method does not apply to the gallery's model (CLEAR on mnist-allcnn). A method
+//! that still refuses or fails gets a blank tile and a note; the gallery keeps going.
 
-use crate::cmd_explain::{class_name, top_k, ModelArgs, RenderArgs};
+use crate::cmd_explain::{ModelArgs, RenderArgs};
 use crate::host;
 use anyhow::{anyhow, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use lumen_core::candle::{Device, Tensor};
+use lumen_core::candle::Device;
 use lumen_core::data::{Mnist, Split};
-use lumen_core::render::{self, escape, Grid, HeatmapOptions};
-use lumen_core::{io, Classifier, Params, Registry, Target};
+use lumen_core::present;
+use lumen_core::render::{self, escape, HeatmapOptions};
+use lumen_core::{io, Params};
+use lumen_eval::gallery::{class_name, column_order, compose, run_method, top_k, MethodResult, NA};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,85 +40,6 @@ pub struct GalleryArgs {
     pub render: RenderArgs,
 }
 
-/// Lighter settings for methods that are slow with their defaults on 2 CPU cores
-/// (applied only if the method has the parameter; recorded on the page).
-/// Measured on the 10 gallery digits with mnist-cnn under shared load: PDA defaults
-/// (stride 1, 10 samples) take minutes, stride 2 with 8 samples 25–40 s; CDeepEx and
-/// xGEMs take about 300 s each with their defaults.
-pub const GALLERY_SETTINGS: &[(&str, &str, &str)] = &[
-    ("pda", "stride", "2"),
-    ("pda", "samples", "8"),
-    ("cdeepex", "outer_iters", "8"),
-    ("cdeepex", "inner_iters", "15"),
-    ("cdeepex", "invert_steps", "60"),
-    ("cdeepex", "restarts", "0"),
-    ("xgems", "outer_iters", "8"),
-    ("xgems", "inner_iters", "15"),
-    ("xgems", "invert_steps", "60"),
-    ("xgems", "restarts", "0"),
-];
-
-/// Column order for `--methods all`.
-const COLUMN_ORDER: &[&str] = &[
-    "saliency",
-    "input_x_gradient",
-    "integrated_gradients",
-    "smoothgrad",
-    "guided_backprop",
-    "deconvnet",
-    "deeplift",
-    "lrp",
-    "occlusion",
-    "pda",
-    "clear",
-    "cdeepex",
-    "xgems",
-];
-
-/// The outcome of one method on the gallery digits.
-#[derive(Debug, Clone)]
-pub struct MethodResult {
-    pub name: String,
-    pub params: BTreeMap<String, String>,
-    pub seconds: f64,
-    /// One map per digit, or `None` with a note when the method failed.
-    pub maps: Option<Vec<Tensor>>,
-    pub note: Option<String>,
-}
-
-/// Runs `method` on `xs` (predicted targets); never fails, errors become notes.
-pub fn run_method(reg: &Registry, model: &dyn Classifier, name: &str, params: &Params, xs: &Tensor) -> MethodResult {
-    let started = Instant::now();
-    let mut res = MethodResult { name: name.to_string(), params: BTreeMap::new(), seconds: 0.0, maps: None, note: None };
-    let out = (|| -> anyhow::Result<Vec<Tensor>> {
-        let m = reg.build_method(name, params)?;
-        res.params = m.params();
-        let e = m.attribute(model, xs, &Target::Predicted)?;
-        if !e.params.is_empty() {
-            res.params = e.params.clone();
-        }
-        let a = e.attribution();
-        if a.dims() != xs.dims() {
-            bail!("attribution has shape {:?}, the input {:?}", a.dims(), xs.dims());
-        }
-        let n = xs.dim(0)?;
-        (0..n).map(|i| Ok(a.get(i)?)).collect()
-    })();
-    res.seconds = started.elapsed().as_secs_f64();
-    match out {
-        Ok(maps) => res.maps = Some(maps),
-        Err(e) => {
-            let refused = matches!(e.downcast_ref::<lumen_core::Error>(), Some(lumen_core::Error::UnsupportedModel { .. }));
-            res.note = Some(if refused { format!("{NA}{e:#}") } else { format!("{e:#}") });
-        }
-    }
-    res
-}
-
-/// Prefix of the note of a method that refuses the model (e.g. CLEAR on a model without
-/// class kernels): not a failure, the method does not apply.
-const NA: &str = "does not apply: ";
-
 /// Splits `METHOD.NAME=VALUE` pairs into per-method parameters.
 pub fn split_params(pairs: &[String], methods: &[String]) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -131,21 +56,11 @@ pub fn split_params(pairs: &[String], methods: &[String]) -> anyhow::Result<BTre
     Ok(out)
 }
 
-/// Column caption: break long names at underscores so columns stay narrow.
-fn caption(name: &str, width: u32) -> String {
-    if render::text_width(name, 1) <= width {
-        return name.to_string();
-    }
-    name.replace('_', "_\n")
-}
-
 pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
     let reg = host::registry()?;
     let methods: Vec<String> = if a.methods.trim() == "all" {
-        let mut v = reg.method_names();
-        // Families side by side: gradients, propagation, perturbation, contrastive; then the rest.
-        v.sort_by_key(|m| (COLUMN_ORDER.iter().position(|o| o == m).unwrap_or(COLUMN_ORDER.len()), m.clone()));
-        v
+        // Families side by side, as the packs rank their methods; then the rest.
+        column_order(reg.method_names())
     } else {
         a.methods.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
     };
@@ -169,16 +84,9 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
     let mut plans: Vec<(String, Params, Vec<String>)> = vec![];
     for m in &methods {
         let entry = reg.method(m)?;
-        let mut pairs: Vec<String> = vec![];
-        let mut light = vec![];
-        if !a.full {
-            for (meth, k, v) in GALLERY_SETTINGS {
-                if meth == m && entry.params.iter().any(|p| p.name == *k) {
-                    pairs.push(format!("{k}={v}"));
-                    light.push(format!("{k}={v}"));
-                }
-            }
-        }
+        let light =
+            if a.full { vec![] } else { present::light_settings(m, |k| entry.params.iter().any(|p| p.name == k)) };
+        let mut pairs = light.clone();
         pairs.extend(user.get(m).cloned().unwrap_or_default());
         plans.push((m.clone(), Params::parse_pairs(&pairs)?, light));
     }
@@ -191,11 +99,29 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     let mut results = vec![];
+    let mut fallbacks: Vec<(String, String, String)> = vec![];
     for (m, params, _) in &plans {
         pb.set_message(m.clone());
-        let r = run_method(&reg, model.as_ref(), m, params, &xs);
+        let mut r = run_method(&reg, model.as_ref(), m, params, &xs);
+        // Not for this model: show it on the model its pack names, if that one loads.
+        if r.note.as_deref().is_some_and(|n| n.starts_with(NA)) {
+            if let Some(other) = present::gallery_preset(m).and_then(|p| p.model).filter(|o| *o != info.name) {
+                match reg.load_model(other, device) {
+                    Ok(alt) => {
+                        let why = r.note.take().unwrap_or_default();
+                        r = run_method(&reg, alt.as_ref(), m, params, &xs);
+                        r.shown_on = Some(other.to_string());
+                        if r.note.is_none() {
+                            fallbacks.push((m.clone(), other.to_string(), why));
+                        }
+                    }
+                    Err(e) => r.note = Some(format!("{}; its gallery model {other} did not load: {e}", r.note.unwrap_or_default())),
+                }
+            }
+        }
+        let on = r.shown_on.as_ref().map(|m| format!("  (on {m})")).unwrap_or_default();
         pb.suspend(|| match &r.note {
-            None => println!("{:<24} {:>7.2} s", r.name, r.seconds),
+            None => println!("{:<24} {:>7.2} s{on}", r.name, r.seconds),
             Some(n) if n.starts_with(NA) => println!("{:<24} {:>7.2} s  n/a, {n}", r.name, r.seconds),
             Some(n) => println!("{:<24} {:>7.2} s  FAILED: {n}", r.name, r.seconds),
         });
@@ -205,12 +131,12 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
     pb.finish_and_clear();
 
     let preds: Vec<Vec<(usize, f32)>> =
-        (0..idx.len()).map(|i| top_k(model.as_ref(), &xs.narrow(0, i, 1)?, 1)).collect::<anyhow::Result<_>>()?;
+        (0..idx.len()).map(|i| top_k(model.as_ref(), &xs.narrow(0, i, 1)?, 1)).collect::<lumen_eval::Result<_>>()?;
     let title = format!("lumen gallery: {}, predicted class", info.name);
     let (grid, caps) = compose(&title, &xs, &labels, &preds, &info.labels, &results, &opts)?;
     let png = a.out.join("gallery.png");
     io::save_png(&png, &grid.render())?;
-    let html = page_body(&info.name, &idx, &labels, &preds, &info.labels, &results, &plans, &caps, &opts);
+    let html = page_body(&info.name, &idx, &labels, &preds, &info.labels, &results, &plans, &caps, &opts, &fallbacks);
     let page = render::write_page_for_png(&png, &format!("lumen gallery: {}", info.name), &html)?;
     let json = serde_json::json!({
         "model": info.name,
@@ -219,6 +145,7 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
         "predictions": preds.iter().map(|p| p[0].0).collect::<Vec<_>>(),
         "methods": results.iter().map(|r| serde_json::json!({
             "name": r.name, "ok": r.note.is_none(), "note": r.note, "seconds": r.seconds, "params": r.params,
+            "model": r.shown_on.as_deref().unwrap_or(&info.name),
         })).collect::<Vec<_>>(),
     });
     io::write_atomic(a.out.join("gallery.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
@@ -237,50 +164,6 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Lays out the grid: a row per digit, the input then one column per method.
-/// Returns the grid and each tile's cap (`caps[method][digit]`).
-pub fn compose(
-    title: &str,
-    xs: &Tensor,
-    labels: &[usize],
-    preds: &[Vec<(usize, f32)>],
-    names: &[String],
-    results: &[MethodResult],
-    opts: &HeatmapOptions,
-) -> anyhow::Result<(Grid, Vec<Vec<f32>>)> {
-    let n = labels.len();
-    let mut grid = Grid::new(n, results.len() + 1);
-    grid.title = Some(format!(
-        "{title}\n{} maps, each tile capped at the {}th percentile of its |map|{}{}",
-        if opts.absolute { "absolute" } else { "signed (red +, blue -)" },
-        opts.percentile,
-        if opts.times_input { ", times input" } else { "" },
-        if opts.overlay { ", over the input" } else { "" },
-    ));
-    let tile_w = 28 * opts.scale;
-    grid.set_col_label(0, "input");
-    let mut caps = vec![];
-    for r in 0..n {
-        let x = xs.get(r)?;
-        grid.set(r, 0, render::input_image(&x, opts)?);
-        let (p, prob) = preds[r][0];
-        grid.set_row_label(r, format!("true {}\npred {}\np={:.2}", class_name(names, labels[r]), class_name(names, p), prob));
-    }
-    for (c, res) in results.iter().enumerate() {
-        grid.set_col_label(c + 1, caption(&res.name, tile_w));
-        let mut col_caps = vec![];
-        if let Some(maps) = &res.maps {
-            for (r, m) in maps.iter().enumerate() {
-                let hm = render::heatmap(m, Some(&xs.get(r)?), opts)?;
-                col_caps.push(hm.cap);
-                grid.set(r, c + 1, hm.with_legend(1));
-            }
-        }
-        caps.push(col_caps);
-    }
-    Ok((grid, caps))
-}
-
 #[allow(clippy::too_many_arguments)]
 fn page_body(
     model: &str,
@@ -292,6 +175,7 @@ fn page_body(
     plans: &[(String, Params, Vec<String>)],
     caps: &[Vec<f32>],
     opts: &HeatmapOptions,
+    fallbacks: &[(String, String, String)],
 ) -> String {
     let mut s = String::new();
     s += &format!(
@@ -319,8 +203,19 @@ fn page_body(
         s += "<li>Maps are blended over the input; weak evidence lets the digit show through.</li>\n";
     }
     s += "<li>The input column shows the digit as dark ink on white. Row captions give the true and predicted \
-          class and the predicted probability.</li>\n<li>A grey \"n/a\" tile means the method failed or does not \
-          apply to this model; the reason is in the table.</li>\n</ul>\n";
+          class and the predicted probability.</li>\n";
+    for (m, other, why) in fallbacks {
+        s += &format!(
+            "<li>The <code>{}</code> column is computed on <code>{}</code>, the model its pack names for it, \
+             explaining that model's predicted class; on <code>{}</code>: {}.</li>\n",
+            escape(m),
+            escape(other),
+            escape(model),
+            escape(why.strip_prefix(NA).unwrap_or(why)),
+        );
+    }
+    s += "<li>A grey \"n/a\" tile means the method failed or does not apply to the model; the reason is in the \
+          table.</li>\n</ul>\n";
     s += "<h2>Methods</h2>\n";
     let rows: Vec<Vec<String>> = results
         .iter()
@@ -340,11 +235,12 @@ fn page_body(
                 let hi = cap.iter().copied().fold(0.0, f32::max);
                 format!("{} – {}", render::fmt_tick(lo), render::fmt_tick(hi))
             };
-            vec![r.name.clone(), params, light.join(" "), format!("{:.2}", r.seconds), caps, status]
+            let on = r.shown_on.clone().unwrap_or_else(|| model.to_string());
+            vec![r.name.clone(), on, params, light.join(" "), format!("{:.2}", r.seconds), caps, status]
         })
         .collect();
     s += &render::table(
-        &["method", "parameters", "gallery settings (lighter than defaults)", "seconds", "caps", "status"],
+        &["method", "model", "parameters", "gallery settings (lighter than defaults)", "seconds", "caps", "status"],
         &rows,
     );
     s += "<h2>Digits</h2>\n";
@@ -365,7 +261,9 @@ fn page_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lumen_core::candle::DType;
+    use lumen_core::candle::{DType, Tensor};
+    use lumen_core::{Classifier, Target};
+    use lumen_eval::gallery::caption;
     use lumen_core::method::MethodProps;
     use lumen_core::model::{network::init_params, Network, NetworkModel};
     use lumen_core::registry::MethodEntry;

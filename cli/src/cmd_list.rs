@@ -58,7 +58,10 @@ pub fn run(a: ListArgs, _device: &Device) -> anyhow::Result<()> {
     println!("metrics:");
     for (e, o) in reg.metrics() {
         let better = if e.higher_is_better { "higher is better" } else { "lower is better" };
-        println!("  {:<24} {} ({better})  [{}]", e.name, e.summary, o);
+        // Most summaries already say which way is better; say it once.
+        let said = e.summary.to_lowercase().contains(better);
+        let dir = if said { String::new() } else { format!(" ({better})") };
+        println!("  {:<24} {}{dir}  [{}]", e.name, e.summary, o);
         show_params(e.params);
     }
     Ok(())

@@ -8,7 +8,6 @@ mod cmd_plugins;
 mod cmd_run;
 mod cmd_train_generator;
 mod cmd_train;
-mod eval;
 mod host;
 mod interrupt;
 mod reproduce;

@@ -14,6 +14,7 @@ pub mod model;
 pub mod params;
 pub mod paths;
 pub mod plugin;
+pub mod present;
 pub mod registry;
 pub mod render;
 pub mod rules;
@@ -21,7 +22,7 @@ pub mod sampler;
 pub mod target;
 
 pub use error::{Error, Result};
-pub use explanation::Explanation;
+pub use explanation::{Explanation, Facts};
 pub use method::{Attributor, MethodProps};
 pub use metric::{Metric, MetricInput, MetricOutput};
 pub use model::{Classifier, ModelInfo, Network, NetworkModel};

@@ -16,6 +16,12 @@
 //! per-example array) and `notes`. Options: `target` (required with a bare map;
 //! default: the explanation's classes), `method` (for metrics that explain again),
 //! `masks` (localization), `seed`.
+//!
+//! `eval_data(kind, n, seed)` draws the examples `lumen eval --data KIND` evaluates
+//! (from lumen-eval): a map of `inputs`, `targets` (or `()` for the predicted class),
+//! `labels`, `index`, `masks` (ground truth, or `()`) and `description`.
+//! `stats(values)` gives the report's `mean`, `std` (sample), `n` and `ci95` of the
+//! finite values.
 
 use crate::api::Host;
 use crate::convert::{as_usize, lift, params_from_map, rt, target_from, RResult};
@@ -146,8 +152,50 @@ pub fn evaluate(model: &ModelValue, x: &Tensor, explained: &Dynamic, spec: &Metr
     Ok(output_map(&out, spec.metric.higher_is_better()))
 }
 
+fn ints(v: &[usize]) -> Dynamic {
+    Dynamic::from_array(v.iter().map(|x| Dynamic::from_int(*x as rhai::INT)).collect())
+}
+
+/// `eval_data(kind, n, seed)`: the evaluation's data set, with masks where it has them.
+pub fn eval_data(host: &Host, kind: &str, n: usize, seed: u64) -> RResult<Map> {
+    let d = lumen_eval::data::load(kind, n, seed, &host.device).map_err(|e| rt(format!("eval_data: {e}")))?;
+    if d.xs.elem_count() > host.max_tensor_elements {
+        return Err(rt(format!("eval_data: {n} examples exceed the tensor size limit of {}", host.max_tensor_elements)));
+    }
+    let mut m = Map::new();
+    m.insert("inputs".into(), Dynamic::from(TensorValue(d.xs)));
+    m.insert("targets".into(), d.targets.as_deref().map(ints).unwrap_or(Dynamic::UNIT));
+    m.insert("labels".into(), ints(&d.labels));
+    m.insert("index".into(), ints(&d.index));
+    m.insert("masks".into(), d.masks.map(|t| Dynamic::from(TensorValue(t))).unwrap_or(Dynamic::UNIT));
+    m.insert("description".into(), d.description.into());
+    Ok(m)
+}
+
+/// `stats(values)`: the report's summary of the finite values.
+pub fn stats_map(values: &Array) -> RResult<Map> {
+    let v: Vec<f64> = values
+        .iter()
+        .map(|x| x.as_float().or_else(|_| x.as_int().map(|i| i as FLOAT)).map_err(|t| rt(format!("stats: {t} is not a number"))))
+        .collect::<RResult<_>>()?;
+    let s = lumen_eval::report::stats(&v);
+    let mut m = Map::new();
+    m.insert("mean".into(), Dynamic::from_float(s.mean));
+    m.insert("std".into(), Dynamic::from_float(s.std));
+    m.insert("n".into(), Dynamic::from_int(s.n as rhai::INT));
+    m.insert("ci95".into(), Dynamic::from_float(s.ci95()));
+    Ok(m)
+}
+
 pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_type_with_name::<MetricSpec>("Metric");
+    let h = host.clone();
+    engine.register_fn("eval_data", move |kind: &str, n: rhai::INT, seed: rhai::INT| -> RResult<Map> {
+        let n = as_usize(&n.into(), "eval_data")?;
+        let seed = as_usize(&seed.into(), "eval_data")? as u64;
+        eval_data(&h, kind, n, seed)
+    });
+    engine.register_fn("stats", |values: Array| stats_map(&values));
     let h = host.clone();
     engine.register_fn("metric", move |name: &str| build(&h, name, Params::new()));
     let h = host.clone();

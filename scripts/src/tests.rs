@@ -109,3 +109,20 @@ fn explanation_fields_are_readable() {
     assert_eq!(v[4].to_string(), "64");
     assert!(v[5].as_int().is_ok());
 }
+
+/// `eval_data` is lumen-eval's data set (masks included), `stats` its report summary.
+#[test]
+fn eval_data_and_stats_come_from_lumen_eval() {
+    let v = run("evaldata", "let d = eval_data(\"biased\", 3, 1); [d.masks.sum(), d.targets, d.index, d.inputs.shape]").unwrap();
+    let a = v.into_array().unwrap();
+    let d = lumen_eval::data::load("biased", 3, 1, &Device::Cpu).unwrap();
+    let mask_sum: f32 = d.masks.unwrap().sum_all().unwrap().to_scalar().unwrap();
+    assert_eq!(a[0].as_float().unwrap() as f32, mask_sum);
+    let targets: Vec<i64> = a[1].clone().into_typed_array().unwrap();
+    assert_eq!(targets, vec![8, 8, 8]);
+    let index: Vec<i64> = a[2].clone().into_typed_array().unwrap();
+    assert_eq!(index, d.index.iter().map(|i| *i as i64).collect::<Vec<_>>());
+    let v = run("stats", "let s = stats([1.0, 3]); [s.mean, s.n]").unwrap().into_array().unwrap();
+    assert_eq!((v[0].as_float().unwrap(), v[1].as_int().unwrap()), (2.0, 2));
+    assert!(err("evaldata-bad", "eval_data(\"nope\", 1, 0)").contains("unknown --data 'nope'"));
+}

@@ -8,6 +8,7 @@ use image::{Rgb, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 use lumen_cdeepex::inversion::{normal, quality, InversionConfig};
 use lumen_cdeepex::{CDeepEx, CDeepExConfig};
+use lumen_core::explanation::{SolverRun, SolverStep};
 use lumen_core::candle::{Device, Tensor};
 use lumen_core::data::{Mnist, Split};
 use lumen_core::generator::Generator;
@@ -118,8 +119,13 @@ fn mean_path(paths: &[Vec<f64>]) -> Vec<f64> {
         .collect()
 }
 
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default()
+/// Mean of `f` over the runs (`None` counts as absent but still divides, as a missing value).
+fn mean_of(runs: &[SolverRun], f: impl Fn(&SolverRun) -> Option<f64>) -> f64 {
+    runs.iter().filter_map(f).sum::<f64>() / runs.len() as f64
+}
+
+fn runs_json(runs: &[SolverRun]) -> Vec<Value> {
+    runs.iter().map(SolverRun::to_json).collect()
 }
 
 /// Balanced subset of the test split: `per_class` digits of each class.
@@ -209,28 +215,30 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
         let mut expl = vec![];
         for i in 0..xs.dim(0)? {
             let e = m.attribute(model.as_ref(), &xs.narrow(0, i, 1)?, &Target::Predicted)?;
-            ex.extend(e.diagnostics["examples"].as_array().cloned().unwrap_or_default());
+            ex.extend(e.facts.solver_runs.iter().cloned());
             expl.push(e);
             pb.inc(1);
         }
         pb.finish_and_clear();
         let secs = t0.elapsed().as_secs_f64();
         let n = ex.len() as f64;
-        let count = |k: &str| ex.iter().filter(|e| e[k].as_bool() == Some(true)).count() as f64;
-        let succ: Vec<&Value> = ex.iter().filter(|e| e["success"].as_bool() == Some(true)).collect();
-        let third_succ = succ.iter().filter(|e| e["third_class_wins"].as_bool() == Some(true)).count() as f64;
-        let mean = |k: &str| ex.iter().filter_map(|e| e[k].as_f64()).sum::<f64>() / n;
-        let paths = |k: &str| mean_path(&ex.iter().map(|e| f64s(&e["trace"][k])).collect::<Vec<_>>());
-        let (pt, pp, po) = (paths("llh_true"), paths("llh_probe"), paths("llh_other"));
+        let count = |f: fn(&SolverRun) -> bool| ex.iter().filter(|r| f(r)).count() as f64;
+        let succ: Vec<&SolverRun> = ex.iter().filter(|r| r.success).collect();
+        let third_succ = succ.iter().filter(|r| r.third_class_wins).count() as f64;
+        let paths = |f: fn(&SolverStep) -> f64| mean_path(&ex.iter().map(|r| r.trace.iter().map(f).collect()).collect::<Vec<_>>());
+        let (pt, pp, po) = (paths(|t| t.llh_true), paths(|t| t.llh_probe), paths(|t| t.llh_other));
+        let mean_violation = mean_of(&ex, |r| Some(r.violation));
+        let mean_outer = mean_of(&ex, |r| Some(r.outer_iters as f64));
+        let mean_inner = mean_of(&ex, |r| Some(r.inner_iters as f64));
         println!(
             "{name}: {} digits, third class wins at z_e in {:.1}% ({:.1}% of successful runs), success {:.1}%, mean violation {:.2e}, mean outer/inner iterations {:.1}/{:.1}, {:.1} s per digit",
             ex.len(),
-            100.0 * count("third_class_wins") / n,
+            100.0 * count(|r| r.third_class_wins) / n,
             100.0 * third_succ / succ.len().max(1) as f64,
-            100.0 * count("success") / n,
-            mean("violation"),
-            mean("outer_iters"),
-            mean("inner_iters"),
+            100.0 * count(|r| r.success) / n,
+            mean_violation,
+            mean_outer,
+            mean_inner,
             secs / n
         );
         write_json(
@@ -239,15 +247,15 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
                 "seed": a.seed,
                 "digits": idx,
                 "labels": labels,
-                "per_digit": ex,
+                "per_digit": runs_json(&ex),
                 "n": ex.len(),
-                "third_class_wins": count("third_class_wins") / n,
+                "third_class_wins": count(|r| r.third_class_wins) / n,
                 "third_class_wins_among_successes": third_succ / succ.len().max(1) as f64,
-                "success_rate": count("success") / n,
-                "mean_violation": mean("violation"),
-                "mean_outer_iters": mean("outer_iters"),
-                "mean_inner_iters": mean("inner_iters"),
-                "mean_distance2": mean("distance2"),
+                "success_rate": count(|r| r.success) / n,
+                "mean_violation": mean_violation,
+                "mean_outer_iters": mean_outer,
+                "mean_inner_iters": mean_inner,
+                "mean_distance2": mean_of(&ex, |r| r.trace.last().map(|t| t.distance2)),
                 "seconds_per_digit": secs / n,
                 "mean_path": {"llh_true": pt, "llh_probe": pp, "llh_other": po},
             }),
@@ -390,18 +398,19 @@ fn biased8(
         // Chunks of 10: the inversion runs batched, the solver per digit.
         for r in lumen_core::method::chunks(n, 10) {
             let e = m.attribute(model.as_ref(), &xs.narrow(0, r.start, r.len())?, &probe8.select(r.clone()))?;
-            ex.extend(e.diagnostics["examples"].as_array().cloned().unwrap_or_default());
+            ex.extend(e.facts.solver_runs.iter().cloned());
             parts.push(e.attribution().neg()?);
             cfs.push(e.tensor("counterfactual")?.clone());
             pb.inc(r.len() as u64);
         }
         pb.finish_and_clear();
-        let count = |k: &str| ex.iter().filter(|e| e[k].as_bool() == Some(true)).count() as f64 / n as f64;
+        let count = |f: fn(&SolverRun) -> bool| ex.iter().filter(|r| f(r)).count() as f64 / n as f64;
+        let (success, third) = (count(|r| r.success), count(|r| r.third_class_wins));
         let secs = t0.elapsed().as_secs_f64() / n as f64;
-        println!("{name} why-not-8: success {:.0}%, third class wins {:.0}%, {secs:.1} s per digit", 100.0 * count("success"), 100.0 * count("third_class_wins"));
+        println!("{name} why-not-8: success {:.0}%, third class wins {:.0}%, {secs:.1} s per digit", 100.0 * success, 100.0 * third);
         solver.insert(
             name.into(),
-            json!({"success_rate": count("success"), "third_class_wins": count("third_class_wins"), "seconds_per_digit": secs, "per_digit": ex}),
+            json!({"success_rate": success, "third_class_wins": third, "seconds_per_digit": secs, "per_digit": runs_json(&ex)}),
         );
         maps.push((name.into(), Tensor::cat(&parts, 0)?));
         counterfactuals.push((format!("{name} G(ze)"), Tensor::cat(&cfs, 0)?));

@@ -115,7 +115,7 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
     writeln!(md, "|---|---|---|---|---|---|")?;
     let am = e_marg.attribution().flatten_from(1)?.to_dtype(DType::F64)?.to_vec2::<f64>()?;
     let ac = e_cond.attribution().flatten_from(1)?.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-    let pt: Vec<f64> = e_cond.diagnostics["p_target"].as_array().map(|v| v.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default();
+    let pt: Vec<f64> = e_cond.facts.perturbation.as_ref().and_then(|p| p.p_target.clone()).unwrap_or_default();
     for r in 0..labels.len() {
         let pos = |v: &[f64]| v.iter().filter(|x| **x > 0.0).sum::<f64>();
         let mx = |v: &[f64]| v.iter().copied().fold(f64::MIN, f64::max);
@@ -148,7 +148,8 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
         // k = 4 reuses the run of section 1, which explained every digit.
         let secs = if k == 4 { format!("reused ({} images: {secs:.1})", labels.len()) } else { format!("{secs:.1}") };
         let mx = e.attribution().narrow(0, 0, nk)?.max_all()?.to_scalar::<f32>()?;
-        writeln!(md, "| {k} | {} | {secs} | {mx:.3} |", e.diagnostics["windows"])?;
+        let windows = e.facts.perturbation.as_ref().map(|p| p.windows.to_string()).unwrap_or_else(|| "?".into());
+        writeln!(md, "| {k} | {windows} | {secs} | {mx:.3} |")?;
     }
     io::save_png(out.join("window_sweep.png"), &g.render())?;
 

@@ -15,7 +15,6 @@ use lumen_core::method::prepare;
 use lumen_core::params::{ParamKind, ParamSpec};
 use lumen_core::registry::{guard, GeneratorEntry, Registry};
 use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -262,13 +261,7 @@ impl Attributor for CDeepEx {
             n_third += sol.third_class_wins as usize;
             let ze = Tensor::from_vec(sol.z.iter().map(|v| *v as f32).collect::<Vec<_>>(), (1, sol.z.len()), xs.device())?;
             counterfactuals.push(gen.generate(&ze)?.detach());
-            let mut j = sol.to_json();
-            if let Value::Object(o) = &mut j {
-                o.insert("true".into(), json!(trues[i]));
-                o.insert("probe".into(), json!(probes[i]));
-                o.insert("inversion_mse".into(), json!(inv.mse[i]));
-            }
-            per_example.push(j);
+            per_example.push(sol.to_run(trues[i], probes[i], inv.mse[i] as f64));
         }
         let counterfactual = Tensor::cat(&counterfactuals, 0)?;
         let attribution = (&inv.generated - &counterfactual)?;
@@ -277,7 +270,7 @@ impl Attributor for CDeepEx {
             .with_tensor("generated", inv.generated.clone())
             .with_tensor("counterfactual", counterfactual)
             .with_params(self.params())
-            .with_diag("examples", Value::Array(per_example))
+            .with_solver_runs(per_example)
             .with_diag("success_rate", n_success as f64 / n as f64)
             .with_diag("third_class_wins", n_third as f64 / n as f64)
             .with_diag("inversion_mse_mean", inv.mse.iter().map(|v| *v as f64).sum::<f64>() / n as f64);

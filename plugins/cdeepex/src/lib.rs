@@ -16,3 +16,9 @@ pub fn link() {}
 
 // The C entry points that make this crate a plugin pack (see lumen_core::plugin).
 lumen_dylib::declare_pack!();
+
+// Gallery columns of this pack's methods (see lumen_core::present). With their
+// defaults CDeepEx and xGEMs take about 300 s each on the 10 gallery digits.
+const LIGHT: &[(&str, &str)] = &[("outer_iters", "8"), ("inner_iters", "15"), ("invert_steps", "60"), ("restarts", "0")];
+lumen_core::submit_gallery_preset!("cdeepex", 120, None, LIGHT);
+lumen_core::submit_gallery_preset!("xgems", 130, None, LIGHT);

@@ -25,7 +25,6 @@ use lumen_core::candle::{DType, Tensor, Var, D};
 use lumen_core::candle_nn::ops::log_softmax;
 use lumen_core::generator::Generator;
 use lumen_core::{Classifier, Error, Result};
-use serde_json::{json, Value};
 use std::sync::Mutex;
 
 /// Solver settings shared by CDeepEx and xGEMs.
@@ -97,26 +96,34 @@ pub struct Solution {
 }
 
 impl Solution {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "success": self.success,
-            "violation": self.violation,
-            "outer_iters": self.outer_iters,
-            "inner_iters": self.inner_iters,
-            "cost_evals": self.cost_evals,
-            "inner_failures": self.inner_failures,
-            "last_inner_status": self.last_inner_status,
-            "third_class_wins": self.third_class_wins,
-            "distance2": self.trace.last().map(|t| t.distance2),
-            "trace": {
-                "llh_true": self.trace.iter().map(|t| t.llh_true).collect::<Vec<_>>(),
-                "llh_probe": self.trace.iter().map(|t| t.llh_probe).collect::<Vec<_>>(),
-                "llh_other": self.trace.iter().map(|t| t.llh_other).collect::<Vec<_>>(),
-                "other_class": self.trace.iter().map(|t| t.other).collect::<Vec<_>>(),
-                "violation": self.trace.iter().map(|t| t.violation).collect::<Vec<_>>(),
-                "penalty": self.trace.iter().map(|t| t.penalty).collect::<Vec<_>>(),
-            },
-        })
+    /// The run as the shared typed solver diagnostic.
+    pub fn to_run(&self, true_class: usize, probe: usize, inversion_mse: f64) -> lumen_core::explanation::SolverRun {
+        lumen_core::explanation::SolverRun {
+            success: self.success,
+            violation: self.violation,
+            outer_iters: self.outer_iters,
+            inner_iters: self.inner_iters,
+            cost_evals: self.cost_evals,
+            inner_failures: self.inner_failures,
+            last_inner_status: self.last_inner_status.clone(),
+            third_class_wins: self.third_class_wins,
+            true_class,
+            probe,
+            inversion_mse,
+            trace: self
+                .trace
+                .iter()
+                .map(|t| lumen_core::explanation::SolverStep {
+                    llh_true: t.llh_true,
+                    llh_probe: t.llh_probe,
+                    llh_other: t.llh_other,
+                    other_class: t.other,
+                    violation: t.violation,
+                    penalty: t.penalty,
+                    distance2: t.distance2,
+                })
+                .collect(),
+        }
     }
 }
 

@@ -16,3 +16,20 @@ pub fn link() {}
 
 // The C entry points that make this crate a plugin pack (see lumen_core::plugin).
 lumen_dylib::declare_pack!();
+
+// CLEAR needs one kernel per class before global average pooling: the gallery shows
+// it on mnist-allcnn when its model has none.
+lumen_core::submit_gallery_preset!("clear", 110, Some("mnist-allcnn"), &[]);
+
+// CLEAR's own picture (eq. 6: hue = dominant class, value = its response) with the
+// class-colour legend, written by `lumen explain` beside the ordinary heatmap.
+lumen_core::submit_renderer!(
+    "clear",
+    "the CLEAR map with its class legend",
+    "rgb",
+    |e: &lumen_core::Explanation| e.tensors.contains_key("clear_rgb") && e.tensors.contains_key("classes"),
+    |e, req| {
+        let opts = render::ClearRenderOptions { overlay: true, input_range: req.input_range, ..Default::default() };
+        render::render_example(e, req.example, req.labels, req.input, &opts)
+    },
+);

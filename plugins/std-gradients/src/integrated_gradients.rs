@@ -425,10 +425,7 @@ impl Attributor for IntegratedGradients {
         let rel: Vec<f64> = delta.iter().zip(f_x.iter().zip(&f_b)).map(|(d, (fx, fb))| d / (fx - fb).abs()).collect();
         let mut e = Explanation::new("integrated_gradients", attr, target)
             .with_params(self.params())
-            .with_diag("completeness_delta", delta)
-            .with_diag("completeness_delta_relative", rel)
-            .with_diag("f_input", f_x)
-            .with_diag("f_baseline", f_b);
+            .with_completeness(lumen_core::explanation::Completeness { delta, relative: rel, f_input: f_x, f_baseline: f_b });
         if c.baselines.iter().any(|b| matches!(b, Baseline::Uniform)) {
             e.seed = Some(c.seed);
         }

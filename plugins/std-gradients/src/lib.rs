@@ -22,3 +22,9 @@ lumen_dylib::declare_pack!();
 
 #[cfg(test)]
 mod tests;
+
+// Gallery columns of this pack's methods (see lumen_core::present).
+lumen_core::submit_gallery_preset!("saliency", 10, None, &[]);
+lumen_core::submit_gallery_preset!("input_x_gradient", 20, None, &[]);
+lumen_core::submit_gallery_preset!("integrated_gradients", 30, None, &[]);
+lumen_core::submit_gallery_preset!("smoothgrad", 40, None, &[]);

@@ -21,3 +21,9 @@ lumen_dylib::declare_pack!();
 
 #[cfg(test)]
 mod tests;
+
+// Gallery columns of this pack's methods (see lumen_core::present). PDA's defaults
+// (stride 1, 10 samples) take minutes on the 10 gallery digits with mnist-cnn on 2
+// shared CPU cores; stride 2 with 8 samples 25–40 s.
+lumen_core::submit_gallery_preset!("occlusion", 90, None, &[]);
+lumen_core::submit_gallery_preset!("pda", 100, None, &[("stride", "2"), ("samples", "8")]);

@@ -147,7 +147,7 @@ impl Attributor for Occlusion {
         let attribution = Tensor::from_vec(attribution, (b, c, h, w), &Device::Cpu)?.to_device(inputs.device())?;
         Ok(Explanation::new("occlusion", attribution, target)
             .with_params(self.params())
-            .with_diag("windows", wins.len()))
+            .with_perturbation(lumen_core::explanation::Perturbation { windows: wins.len(), samples: None, p_target: None }))
     }
 }
 

@@ -387,16 +387,17 @@ impl Attributor for Pda {
         params.insert("window".into(), k.to_string());
         let mut e = Explanation::new("pda", attribution, target.clone())
             .with_params(params)
-            .with_diag("windows", wins.len())
-            .with_diag("samples", s)
-            .with_diag("forward_passes", b * wins.len() * s + b)
-            .with_diag("seconds", secs)
-            .with_diag("sampling_seconds", t_sample)
-            .with_diag("forward_seconds", t_forward)
+            .with_perturbation(lumen_core::explanation::Perturbation {
+                windows: wins.len(),
+                samples: Some(s),
+                p_target: (!p_target.is_empty()).then_some(p_target),
+            })
+            .with_timings(lumen_core::explanation::Timings {
+                seconds: secs,
+                phases: vec![("sampling".into(), t_sample), ("forward".into(), t_forward)],
+                forward_passes: Some(b * wins.len() * s + b),
+            })
             .with_diag("score", if laplace.is_some() { "weight_of_evidence" } else { "activation_difference" });
-        if !p_target.is_empty() {
-            e = e.with_diag("p_target", p_target);
-        }
         if matches!(target, Target::Classes(_)) {
             if class_maps.len() != b * m_classes * h * w {
                 return Err(Error::msg("internal: class maps of unequal length"));

@@ -433,10 +433,12 @@ impl Attributor for DeepLift {
         let max_rel = errors.iter().zip(&deltas).map(|(e, d)| e.abs() / d.abs().max(1e-6)).fold(0f32, f32::max);
         let mut e = Explanation::new("deeplift", Tensor::cat(&parts, 0)?, target).with_params(self.params());
         e.seed = matches!(self.config.reference, Reference::Distribution(_)).then_some(self.config.seed);
-        Ok(e.with_diag("delta", deltas)
-            .with_diag("sum_contributions", sums)
-            .with_diag("summation_to_delta", errors)
-            .with_diag("max_relative_summation_error", max_rel))
+        Ok(e.with_summation(lumen_core::explanation::SummationToDelta {
+            delta: deltas,
+            sum: sums,
+            error: errors,
+            max_relative_error: max_rel,
+        }))
     }
 }
 

@@ -11,3 +11,7 @@ pub fn link() {}
 
 // The C entry points that make this crate a plugin pack (see lumen_core::plugin).
 lumen_dylib::declare_pack!();
+
+// Gallery columns of this pack's methods (see lumen_core::present).
+lumen_core::submit_gallery_preset!("deeplift", 70, None, &[]);
+lumen_core::submit_gallery_preset!("lrp", 80, None, &[]);

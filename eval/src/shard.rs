@@ -7,7 +7,7 @@
 //! their position in the run), and each goes to the least-loaded shard
 //! (longest-processing-time first). Integer weights keep it exact on every machine.
 
-use anyhow::{anyhow, bail, Context};
+use crate::{bail, err, Context, Result};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::cmp::Reverse;
 use std::fs::{File, OpenOptions};
@@ -25,8 +25,8 @@ impl Shard {
     /// The whole run (no `--shard`).
     pub const ALL: Shard = Shard { index: 0, count: 1 };
 
-    pub fn parse(s: &str) -> anyhow::Result<Shard> {
-        let bad = || anyhow!("--shard '{s}' is not K/N (shard K of N, 0 ≤ K < N, e.g. 0/4)");
+    pub fn parse(s: &str) -> Result<Shard> {
+        let bad = || err!("--shard '{s}' is not K/N (shard K of N, 0 ≤ K < N, e.g. 0/4)");
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
         let k: usize = k.trim().parse().map_err(|_| bad())?;
         let n: usize = n.trim().parse().map_err(|_| bad())?;
@@ -57,22 +57,22 @@ pub const DEFAULT_COSTS: &[(&str, f64)] = &[
 ];
 
 /// The cost weight of each method: `--cost` pairs over the defaults.
-pub fn costs(methods: &[String], pairs: &[String]) -> anyhow::Result<BTreeMap<String, f64>> {
+pub fn costs(methods: &[String], pairs: &[String]) -> Result<BTreeMap<String, f64>> {
     let mut out: BTreeMap<String, f64> = methods
         .iter()
         .map(|m| (m.clone(), DEFAULT_COSTS.iter().find(|(n, _)| n == m).map(|(_, c)| *c).unwrap_or(1.0)))
         .collect();
     for p in pairs {
         for item in p.split(',').filter(|s| !s.trim().is_empty()) {
-            let (name, v) = item.split_once('=').ok_or_else(|| anyhow!("--cost '{item}' is not METHOD=WEIGHT"))?;
+            let (name, v) = item.split_once('=').ok_or_else(|| err!("--cost '{item}' is not METHOD=WEIGHT"))?;
             let name = name.trim();
-            let w: f64 = v.trim().parse().map_err(|_| anyhow!("--cost '{item}': '{}' is not a number", v.trim()))?;
+            let w: f64 = v.trim().parse().map_err(|_| err!("--cost '{item}': '{}' is not a number", v.trim()))?;
             if !(w.is_finite() && w > 0.0 && w <= 1e9) {
                 bail!("--cost '{item}': the weight must be a number in (0, 1e9]");
             }
             let slot = out
                 .get_mut(name)
-                .ok_or_else(|| anyhow!("--cost names '{name}', which is not an evaluated method ({})", methods.join(", ")))?;
+                .ok_or_else(|| err!("--cost names '{name}', which is not an evaluated method ({})", methods.join(", ")))?;
             *slot = w;
         }
     }
@@ -148,7 +148,7 @@ fn holder(path: &Path) -> String {
 /// Takes shard `s`'s lock in `dir/locks/`. Refused while another process holds the
 /// same shard, or any shard of a different shard count (their chunks overlap);
 /// shards of one count share the directory.
-pub fn lock(dir: &Path, s: Shard) -> anyhow::Result<Lock> {
+pub fn lock(dir: &Path, s: Shard) -> Result<Lock> {
     let locks = dir.join("locks");
     std::fs::create_dir_all(&locks).with_context(|| format!("creating {}", locks.display()))?;
     let path = locks.join(lock_name(s));

@@ -18,7 +18,7 @@
 //! write the same bytes.
 
 use super::shard::path_component;
-use anyhow::{bail, Context};
+use crate::{bail, Context, Result};
 use lumen_core::io;
 use lumen_core::metric::{LayerScore, MetricOutput};
 use serde_json::{json, Map, Value};
@@ -52,7 +52,7 @@ fn nums(v: &[f64]) -> Value {
     Value::Array(v.iter().map(|x| num(*x)).collect())
 }
 
-fn read_nums(v: &Value, what: &str) -> anyhow::Result<Vec<f64>> {
+fn read_nums(v: &Value, what: &str) -> Result<Vec<f64>> {
     let a = v.as_array().with_context(|| format!("{what}: not a list"))?;
     Ok(a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())
 }
@@ -71,11 +71,11 @@ pub fn output_to_json(o: &MetricOutput) -> Value {
     })
 }
 
-pub fn output_from_json(v: &Value) -> anyhow::Result<MetricOutput> {
+pub fn output_from_json(v: &Value) -> Result<MetricOutput> {
     let metric = v["metric"].as_str().context("metric output without a name")?.to_string();
     let mut o = MetricOutput::new(metric, read_nums(&v["per_example"], "per_example")?);
     if let Some(c) = v["curves"].as_array() {
-        o.curves = Some(c.iter().map(|x| read_nums(x, "curves")).collect::<anyhow::Result<_>>()?);
+        o.curves = Some(c.iter().map(|x| read_nums(x, "curves")).collect::<Result<_>>()?);
     }
     if !v["curve_x"].is_null() {
         o.curve_x = Some(read_nums(&v["curve_x"], "curve_x")?);
@@ -118,7 +118,7 @@ pub struct ChunkResult {
     pub error: Option<String>,
     pub seconds: f64,
     /// Metric name → its output, or the reason it failed on this chunk.
-    pub metrics: BTreeMap<String, Result<MetricOutput, String>>,
+    pub metrics: BTreeMap<String, std::result::Result<MetricOutput, String>>,
     /// Metric name → seconds spent.
     pub metric_seconds: BTreeMap<String, f64>,
 }
@@ -142,7 +142,7 @@ impl ChunkResult {
         })
     }
 
-    pub fn from_json(v: &Value) -> anyhow::Result<ChunkResult> {
+    pub fn from_json(v: &Value) -> Result<ChunkResult> {
         let u = |k: &str| v[k].as_u64().with_context(|| format!("chunk file without '{k}'")).map(|x| x as usize);
         let mut metrics = BTreeMap::new();
         if let Some(m) = v["metrics"].as_object() {
@@ -185,7 +185,7 @@ pub enum Chunk {
 impl Store {
     /// Opens `dir` for the run `key`: a new directory takes the key; a directory of
     /// the same run is resumed; a directory of another run is refused, naming what differs.
-    pub fn open(dir: &Path, key: &Value) -> anyhow::Result<Store> {
+    pub fn open(dir: &Path, key: &Value) -> Result<Store> {
         let path = dir.join("run.json");
         if path.exists() {
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -235,7 +235,7 @@ impl Store {
         }
     }
 
-    fn verify(&self, v: &Value, method: &str, chunk: usize, len: usize, metrics: &[String]) -> anyhow::Result<ChunkResult> {
+    fn verify(&self, v: &Value, method: &str, chunk: usize, len: usize, metrics: &[String]) -> Result<ChunkResult> {
         if v["key_hash"].as_str() != Some(self.key_hash.as_str()) {
             bail!("made by another run (key {})", v["key_hash"].as_str().map(|h| &h[..h.len().min(12)]).unwrap_or("absent"));
         }
@@ -255,7 +255,7 @@ impl Store {
     }
 
     /// Writes a chunk file with its identity and the run's key hash.
-    pub fn save(&self, method: &str, r: &ChunkResult, shard: Option<&str>) -> anyhow::Result<()> {
+    pub fn save(&self, method: &str, r: &ChunkResult, shard: Option<&str>) -> Result<()> {
         let mut v = r.to_json();
         v["layout"] = json!(LAYOUT);
         v["key_hash"] = json!(self.key_hash);
@@ -268,7 +268,7 @@ impl Store {
     }
 
     /// A chunk that must be there and check out (for the report).
-    pub fn load(&self, method: &str, chunk: usize, len: usize, metrics: &[String]) -> anyhow::Result<ChunkResult> {
+    pub fn load(&self, method: &str, chunk: usize, len: usize, metrics: &[String]) -> Result<ChunkResult> {
         match self.check(method, chunk, len, metrics) {
             Chunk::Done(r) => Ok(r),
             Chunk::Missing => bail!("{} is missing", self.chunk_path(method, chunk).display()),
@@ -277,7 +277,7 @@ impl Store {
     }
 
     /// Rewrites `index.json` from the set of done (method, chunk) units.
-    pub fn write_index(&self, methods: &[String], chunks: usize, is_done: impl Fn(usize, usize) -> bool) -> anyhow::Result<(usize, usize)> {
+    pub fn write_index(&self, methods: &[String], chunks: usize, is_done: impl Fn(usize, usize) -> bool) -> Result<(usize, usize)> {
         let mut done = Map::new();
         let mut count = 0;
         for (i, m) in methods.iter().enumerate() {

@@ -6,7 +6,7 @@
 //! every label is drawn afterwards with lumen's own bitmap font at the pixel
 //! positions plotters reports.
 
-use anyhow::anyhow;
+use crate::{err, Result};
 use image::{Rgb, RgbImage};
 use lumen_core::render::{self, fmt_tick};
 use plotters::prelude::*;
@@ -101,16 +101,16 @@ fn range_of(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn to_image(buf: Vec<u8>, w: u32, h: u32) -> anyhow::Result<RgbImage> {
-    RgbImage::from_raw(w, h, buf).ok_or_else(|| anyhow!("plot buffer has the wrong size"))
+fn to_image(buf: Vec<u8>, w: u32, h: u32) -> Result<RgbImage> {
+    RgbImage::from_raw(w, h, buf).ok_or_else(|| err!("plot buffer has the wrong size"))
 }
 
-fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow!("plot: {e}")
+fn plot_err<E: std::fmt::Display>(e: E) -> crate::Error {
+    err!("plot: {e}")
 }
 
 /// Draws the chart; the legend goes to the right of the plot area.
-pub fn line_chart(c: &LineChart) -> anyhow::Result<RgbImage> {
+pub fn line_chart(c: &LineChart) -> Result<RgbImage> {
     let legend_w = c.series.iter().map(|s| render::text_width(&s.name, FS)).max().unwrap_or(0) + 60;
     let (top, bottom, left) = (56u32, 70u32, 100u32);
     // Wide enough for the title.
@@ -203,7 +203,7 @@ pub struct Bar {
 }
 
 /// Horizontal bars, drawn top to bottom in the given order (rank them first).
-pub fn bar_chart(title: &str, x_label: &str, bars: &[Bar]) -> anyhow::Result<RgbImage> {
+pub fn bar_chart(title: &str, x_label: &str, bars: &[Bar]) -> Result<RgbImage> {
     let name_w = bars.iter().map(|b| render::text_width(&b.name, FS)).max().unwrap_or(0) + 24;
     let row = 34u32;
     let (top, bottom) = (56u32, 70u32);

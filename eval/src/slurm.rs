@@ -11,8 +11,8 @@
 //! failed shard is rerun alone (`sbatch --array=K OUT/slurm/shards.sbatch`) and
 //! resumes its own chunks.
 
-use crate::cmd_eval::EvalArgs;
-use anyhow::{bail, Context};
+use crate::run::{EvalConfig, Output};
+use crate::{bail, Context, Result};
 use lumen_core::candle::Device;
 use lumen_core::io;
 use serde_json::Value;
@@ -27,12 +27,12 @@ pub fn quote(s: &str) -> String {
     }
 }
 
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+pub fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
 }
 
 /// A value that goes into an `#SBATCH` line: one line, no shell syntax needed.
-fn sbatch_value(flag: &str, v: &str) -> anyhow::Result<String> {
+fn sbatch_value(flag: &str, v: &str) -> Result<String> {
     if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
         bail!("--{flag} '{v}' must be one word without spaces or '#'");
     }
@@ -40,8 +40,8 @@ fn sbatch_value(flag: &str, v: &str) -> anyhow::Result<String> {
 }
 
 /// The eval arguments of the saved run (`args.json` form) as command-line words.
-pub fn eval_words(saved: &Value) -> anyhow::Result<Vec<String>> {
-    let s = |k: &str| -> anyhow::Result<String> {
+pub fn eval_words(saved: &Value) -> Result<Vec<String>> {
+    let s = |k: &str| -> Result<String> {
         saved[k].as_str().map(String::from).with_context(|| format!("'{k}' is missing or not a string"))
     };
     let mut w = vec![];
@@ -67,27 +67,46 @@ pub fn eval_words(saved: &Value) -> anyhow::Result<Vec<String>> {
     Ok(w)
 }
 
-/// Writes the scripts for `requested` shards (at most one per unit) and returns
-/// the directory that holds them.
-pub fn emit(a: &EvalArgs, saved: &Value, device: &Device, requested: usize, units: usize) -> anyhow::Result<PathBuf> {
+/// How the emitted jobs run.
+#[derive(Debug, Clone, Default)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    /// Generic resources of each shard job, e.g. `gpu:1`.
+    pub gres: Option<String>,
+    /// Time limit of each shard job, e.g. `2:00:00`.
+    pub time: Option<String>,
+}
+
+/// Writes the scripts for `requested` shards (at most one per unit), which run the
+/// `lumen` binary at `lumen`, and returns the directory that holds them.
+#[allow(clippy::too_many_arguments)]
+pub fn emit(
+    a: &EvalConfig,
+    o: &SlurmOptions,
+    lumen: &Path,
+    saved: &Value,
+    device: &Device,
+    requested: usize,
+    units: usize,
+    out: &dyn Output,
+) -> Result<PathBuf> {
     if requested == 0 {
         bail!("--emit-slurm needs at least 1 shard");
     }
     let n = requested.min(units);
     if n < requested {
-        println!("note: --emit-slurm {requested} asks for more shards than the run's {units} (method, chunk) units; using {n} shards");
+        out.line(&format!("note: --emit-slurm {requested} asks for more shards than the run's {units} (method, chunk) units; using {n} shards"));
     }
     let mut header = String::new();
-    for (flag, v) in [("partition", &a.partition), ("gres", &a.gres), ("time", &a.time)] {
+    for (flag, v) in [("partition", &o.partition), ("gres", &o.gres), ("time", &o.time)] {
         if let Some(v) = v {
             header += &format!("#SBATCH --{flag}={}\n", sbatch_value(flag, v)?);
         }
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let out = a.out.canonicalize()?;
-    let dir = out.join("slurm");
+    let out_dir = a.out.canonicalize()?;
+    let dir = out_dir.join("slurm");
     std::fs::create_dir_all(dir.join("logs"))?;
-    let lumen = std::env::current_exe().context("locating the lumen binary")?;
     let cwd = std::env::current_dir()?;
     let dev = if device.is_cuda() { "cuda" } else { "cpu" };
     let words: Vec<String> = eval_words(saved)?.iter().map(|w| quote(w)).collect();
@@ -112,9 +131,9 @@ pub fn emit(a: &EvalArgs, saved: &Value, device: &Device, requested: usize, unit
         script = q(&dir.join("shards.sbatch")),
         last = n - 1,
         cwd = q(&cwd),
-        lumen = q(&lumen),
+        lumen = q(lumen),
         words = words.join(" "),
-        out = q(&out),
+        out = q(&out_dir),
     );
     let merge = format!(
         "#!/bin/bash\n\
@@ -127,9 +146,9 @@ pub fn emit(a: &EvalArgs, saved: &Value, device: &Device, requested: usize, unit
          {env}\
          exec {lumen} --device cpu eval merge {out} --out {out}\n",
         cwd = q(&cwd),
-        part = a.partition.as_ref().map(|p| format!("#SBATCH --partition={p}\n")).unwrap_or_default(),
-        lumen = q(&lumen),
-        out = q(&out),
+        part = o.partition.as_ref().map(|p| format!("#SBATCH --partition={p}\n")).unwrap_or_default(),
+        lumen = q(lumen),
+        out = q(&out_dir),
     );
     let submit = format!(
         "#!/bin/sh\n\
@@ -147,7 +166,7 @@ pub fn emit(a: &EvalArgs, saved: &Value, device: &Device, requested: usize, unit
     io::write_atomic(dir.join("shards.sbatch"), shards.as_bytes())?;
     io::write_atomic(dir.join("merge.sbatch"), merge.as_bytes())?;
     io::write_atomic(dir.join("submit.sh"), submit.as_bytes())?;
-    println!("wrote {} ({n} shards), merge.sbatch and submit.sh", dir.join("shards.sbatch").display());
+    out.line(&format!("wrote {} ({n} shards), merge.sbatch and submit.sh", dir.join("shards.sbatch").display()));
     Ok(dir)
 }
 

@@ -2,13 +2,13 @@
 //! figure, PNG plots, example maps and `index.html`. The CSV files hold no timings,
 //! so a resumed run writes the same bytes as an uninterrupted one.
 
-use super::plot::{self, Bar, LineChart, Series};
-use super::shard::path_component;
-use super::store::{num, ChunkResult, Store};
-use crate::cmd_eval::{EvalArgs, EvalData, MethodPlan, MetricPlan};
-use crate::cmd_explain::top_k;
-use crate::cmd_gallery::{compose, MethodResult};
-use anyhow::Context as _;
+use crate::data::EvalData;
+use crate::gallery::{compose, top_k, MethodResult};
+use crate::plot::{self, Bar, LineChart, Series};
+use crate::run::{EvalConfig, MethodPlan, MetricPlan};
+use crate::shard::path_component;
+use crate::store::{num, ChunkResult, Store};
+use crate::{Context as _, Result};
 use lumen_core::candle::Tensor;
 use lumen_core::metric::MetricOutput;
 use lumen_core::render::{self, escape, HeatmapOptions};
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 /// Everything the report needs besides the chunk files.
 pub struct Context<'a> {
-    pub args: &'a EvalArgs,
+    pub args: &'a EvalConfig,
     pub model: &'a dyn Classifier,
     pub info: &'a ModelInfo,
     pub data: &'a EvalData,
@@ -55,7 +55,7 @@ impl Stats {
         json!({"mean": num(self.mean), "std": num(self.std), "n": self.n})
     }
     /// Half-width of the normal 95% interval of the mean.
-    fn ci95(&self) -> f64 {
+    pub fn ci95(&self) -> f64 {
         if self.n < 2 {
             f64::NAN
         } else {
@@ -91,7 +91,7 @@ fn push_unique(v: &mut Vec<String>, s: &str) {
     }
 }
 
-fn aggregate(store: &Store, ctx: &Context) -> anyhow::Result<Vec<MethodAgg>> {
+fn aggregate(store: &Store, ctx: &Context) -> Result<Vec<MethodAgg>> {
     let n = ctx.args.n;
     let mut out = vec![];
     for plan in ctx.methods {
@@ -297,11 +297,11 @@ fn results_json(aggs: &[MethodAgg], ctx: &Context) -> Value {
 }
 
 /// The command that reproduces this run.
-pub fn command_line(a: &EvalArgs) -> String {
+pub fn command_line(a: &EvalConfig) -> String {
     let mut s = String::from("lumen eval");
-    match &a.model.model_card {
+    match &a.model_card {
         Some(p) => s += &format!(" --model-card {}", p.display()),
-        None => s += &format!(" --model {}", a.model.model),
+        None => s += &format!(" --model {}", a.model),
     }
     s += &format!(" --data {} --methods {} --metrics {} --n {} --seed {} --batch-size {}", a.data, a.methods, a.metrics, a.n, a.seed, a.batch_size);
     if a.light {
@@ -345,7 +345,7 @@ struct Plots {
     by_metric: BTreeMap<String, Vec<String>>,
 }
 
-fn plots(dir: &Path, aggs: &[MethodAgg], ctx: &Context) -> anyhow::Result<Plots> {
+fn plots(dir: &Path, aggs: &[MethodAgg], ctx: &Context) -> Result<Plots> {
     let mut by_metric: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in ctx.metrics {
         let files = by_metric.entry(m.name.clone()).or_default();
@@ -426,7 +426,7 @@ fn plots(dir: &Path, aggs: &[MethodAgg], ctx: &Context) -> anyhow::Result<Plots>
 
 /// The example maps (from the first chunk) of every method as one grid:
 /// `maps.png`, rows = examples, columns = the input then the methods.
-fn example_maps(store: &Store, ctx: &Context) -> anyhow::Result<Option<String>> {
+fn example_maps(store: &Store, ctx: &Context) -> Result<Option<String>> {
     let k = ctx.args.examples.min(ctx.args.n).min(ctx.args.batch_size);
     if k == 0 {
         return Ok(None);
@@ -441,14 +441,14 @@ fn example_maps(store: &Store, ctx: &Context) -> anyhow::Result<Option<String>> 
             let t = lumen_core::model::load_safetensors(&p, dev)?;
             let a: &Tensor = t.get("attribution").with_context(|| format!("{}: no attribution", p.display()))?;
             if a.dim(0)? >= k {
-                maps = Some((0..k).map(|i| a.get(i)).collect::<Result<Vec<_>, _>>()?);
+                maps = Some((0..k).map(|i| a.get(i)).collect::<std::result::Result<Vec<_>, _>>()?);
             }
         }
         let note = maps.is_none().then(|| "no maps".to_string());
-        results.push(MethodResult { name: plan.name.clone(), params: plan.params.clone(), seconds: 0.0, maps, note });
+        results.push(MethodResult { name: plan.name.clone(), params: plan.params.clone(), seconds: 0.0, maps, note, shown_on: None });
     }
     let preds: Vec<Vec<(usize, f32)>> =
-        (0..k).map(|i| top_k(ctx.model, &xs.narrow(0, i, 1)?, 1)).collect::<anyhow::Result<_>>()?;
+        (0..k).map(|i| top_k(ctx.model, &xs.narrow(0, i, 1)?, 1)).collect::<Result<_>>()?;
     let opts = HeatmapOptions { scale: 3, input_range: ctx.info.input_range, ..Default::default() };
     let title = format!("lumen eval: {}, the first {k} examples, maps of the explained class", ctx.info.name);
     let (grid, _) = compose(&title, &xs, &ctx.data.labels[..k], &preds, &ctx.info.labels, &results, &opts)?;
@@ -605,7 +605,7 @@ fn html(aggs: &[MethodAgg], ctx: &Context, pl: &Plots, maps: Option<&str>, maps_
     s
 }
 
-pub fn write(store: &Store, ctx: &Context) -> anyhow::Result<PathBuf> {
+pub fn write(store: &Store, ctx: &Context) -> Result<PathBuf> {
     let dir = &store.dir;
     let aggs = aggregate(store, ctx)?;
     let (per, sum, cur, lay) = csvs(&aggs, ctx);

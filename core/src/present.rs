@@ -1,0 +1,160 @@
+//! How packs present their methods, so the host names no pack: picture renderers
+//! for explanations that carry more than a heatmap (CLEAR's class colours), and the
+//! gallery presets of slow or model-specific methods (lighter settings, the model to
+//! show them on, their column).
+//!
+//! Both are registered with one line from the owning pack
+//! ([`submit_renderer!`](crate::submit_renderer), [`submit_gallery_preset!`](crate::submit_gallery_preset))
+//! and collected through `inventory`, like methods; a plugin pack's items are seen
+//! once the pack is loaded into the shared runtime.
+
+use crate::candle::Tensor;
+use crate::explanation::Explanation;
+use crate::Result;
+use image::RgbImage;
+
+/// What a renderer may use besides the explanation.
+pub struct RenderRequest<'a> {
+    /// Which example of the batch to draw.
+    pub example: usize,
+    /// The model's class labels.
+    pub labels: &'a [String],
+    /// The example's input `[C, H, W]` (for overlays).
+    pub input: Option<&'a Tensor>,
+    /// Range of the raw input.
+    pub input_range: (f32, f32),
+}
+
+/// A pack's own picture of an explanation, written beside the ordinary heatmap.
+pub struct RendererEntry {
+    pub name: &'static str,
+    pub pack: &'static str,
+    /// What the picture shows (printed after the file name).
+    pub summary: &'static str,
+    /// The picture's file is `{stem}_{suffix}.png`.
+    pub suffix: &'static str,
+    /// Whether the explanation carries what this renderer draws.
+    pub applies: fn(&Explanation) -> bool,
+    pub render: fn(&Explanation, &RenderRequest) -> Result<RgbImage>,
+}
+
+inventory::collect!(RendererEntry);
+
+/// How the gallery shows one method.
+pub struct GalleryPreset {
+    pub method: &'static str,
+    pub pack: &'static str,
+    /// The model to show the method on when it does not apply to the gallery's model.
+    pub model: Option<&'static str>,
+    /// Lighter settings than the defaults (`NAME`, `VALUE`), applied where the method
+    /// has the parameter, unless the gallery runs with `--full`.
+    pub light: &'static [(&'static str, &'static str)],
+    /// Column position: lower ranks first; methods without a preset come last, by name.
+    pub rank: u32,
+}
+
+inventory::collect!(GalleryPreset);
+
+/// Every registered renderer, by name.
+pub fn renderers() -> Vec<&'static RendererEntry> {
+    let mut v: Vec<&'static RendererEntry> = inventory::iter::<RendererEntry>.into_iter().collect();
+    v.sort_by_key(|r| (r.name, r.pack));
+    v.dedup_by_key(|r| (r.name, r.pack));
+    v
+}
+
+/// The renderers that apply to `e`.
+pub fn renderers_for(e: &Explanation) -> Vec<&'static RendererEntry> {
+    renderers().into_iter().filter(|r| (r.applies)(e)).collect()
+}
+
+/// Every registered gallery preset, by rank then method.
+pub fn gallery_presets() -> Vec<&'static GalleryPreset> {
+    let mut v: Vec<&'static GalleryPreset> = inventory::iter::<GalleryPreset>.into_iter().collect();
+    v.sort_by_key(|p| (p.rank, p.method));
+    v.dedup_by_key(|p| p.method);
+    v
+}
+
+/// The preset of `method`, if its pack registered one.
+pub fn gallery_preset(method: &str) -> Option<&'static GalleryPreset> {
+    gallery_presets().into_iter().find(|p| p.method == method)
+}
+
+/// The light settings of `method` that it has a parameter for, as `NAME=VALUE`.
+pub fn light_settings(method: &str, has_param: impl Fn(&str) -> bool) -> Vec<String> {
+    gallery_preset(method)
+        .map(|p| p.light.iter().filter(|(k, _)| has_param(k)).map(|(k, v)| format!("{k}={v}")).collect())
+        .unwrap_or_default()
+}
+
+/// Registers a picture renderer from the pack that owns the tensors it draws.
+#[macro_export]
+macro_rules! submit_renderer {
+    ($name:expr, $summary:expr, $suffix:expr, $applies:expr, $render:expr $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::present::RendererEntry {
+                name: $name,
+                pack: env!("CARGO_PKG_NAME"),
+                summary: $summary,
+                suffix: $suffix,
+                applies: $applies,
+                render: $render,
+            }
+        }
+    };
+}
+
+/// Registers how the gallery shows a method: its column rank, the model to show it
+/// on when the gallery's model does not fit (or `None`), and its light settings.
+#[macro_export]
+macro_rules! submit_gallery_preset {
+    ($method:expr, $rank:expr, $model:expr, $light:expr $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::present::GalleryPreset {
+                method: $method,
+                pack: env!("CARGO_PKG_NAME"),
+                model: $model,
+                light: $light,
+                rank: $rank,
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::Target;
+
+    crate::submit_gallery_preset!("present-test-method", 7, Some("present-test-model"), &[("steps", "3"), ("absent", "1")]);
+
+    #[test]
+    fn presets_are_found_and_filtered_by_the_method_parameters() {
+        let p = gallery_preset("present-test-method").expect("registered above");
+        assert_eq!((p.rank, p.model, p.pack), (7, Some("present-test-model"), "lumen-core"));
+        assert_eq!(light_settings("present-test-method", |k| k == "steps"), vec!["steps=3".to_string()]);
+        assert!(light_settings("no-such-method", |_| true).is_empty());
+        let ranks: Vec<u32> = gallery_presets().iter().map(|p| p.rank).collect();
+        assert!(ranks.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    crate::submit_renderer!(
+        "present-test-renderer",
+        "a test picture",
+        "test",
+        |e: &Explanation| e.tensors.contains_key("present_test"),
+        |_, _| Ok(RgbImage::new(1, 1)),
+    );
+
+    #[test]
+    fn renderers_apply_by_what_the_explanation_carries() {
+        let t = Tensor::zeros((1, 1), crate::candle::DType::F32, &crate::candle::Device::Cpu).unwrap();
+        let e = Explanation::new("m", t.clone(), Target::Classes(vec![0]));
+        assert!(renderers_for(&e).iter().all(|r| r.name != "present-test-renderer"));
+        let e = e.with_tensor("present_test", t);
+        let r = renderers_for(&e).into_iter().find(|r| r.name == "present-test-renderer").expect("applies");
+        let req = RenderRequest { example: 0, labels: &[], input: None, input_range: (0.0, 1.0) };
+        assert_eq!((r.render)(&e, &req).unwrap().dimensions(), (1, 1));
+    }
+}
