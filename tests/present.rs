@@ -41,7 +41,7 @@ fn ig_completeness_delta_is_typed_and_in_the_sidecar() {
     let reg = registry();
     let model = lumen_core::model::load_card_model(&card, &Device::Cpu).unwrap();
     let x = load_input("mnist:test:3", &Device::Cpu).unwrap().tensor.unsqueeze(0).unwrap();
-    let m = reg.build_method("integrated_gradients", &Params::parse_pairs(&["steps=16".into()]).unwrap()).unwrap();
+    let m = reg.build_method("integrated_gradients", &Params::parse_pairs(&["steps=16"]).unwrap()).unwrap();
     let e = m.attribute(model.as_ref(), &x, &Target::Predicted).unwrap();
     let c = e.facts.completeness.as_ref().expect("IG sets the completeness fact");
     assert_eq!(c.delta.len(), 1);
@@ -62,7 +62,7 @@ fn deeplift_and_pda_facts_match_their_diagnostics() {
     let err: Vec<f64> = s.error.iter().map(|v| *v as f64).collect();
     assert_eq!(floats(&e.diagnostics["summation_to_delta"]), err);
     assert!(s.max_relative_error < 1e-3, "{}", s.max_relative_error);
-    let p = Params::parse_pairs(&["stride=7".into(), "samples=2".into(), "window=7".into()]).unwrap();
+    let p = Params::parse_pairs(&["stride=7", "samples=2", "window=7"]).unwrap();
     let e = reg.build_method("pda", &p).unwrap().attribute(model.as_ref(), &x, &Target::Predicted).unwrap();
     let pert = e.facts.perturbation.as_ref().expect("PDA sets the perturbation fact");
     assert_eq!(e.diagnostics["windows"], serde_json::json!(pert.windows));
