@@ -142,3 +142,14 @@ fn shipped_gallery_has_no_na_column() {
     let clear = ms.iter().find(|m| m["name"] == "clear").expect("clear is in the gallery");
     assert_eq!(clear["model"], "mnist-allcnn");
 }
+
+/// `lumen list` says a metric's direction once, even when its summary already says it.
+#[test]
+fn list_says_the_metric_direction_once() {
+    let s = ok(&lumen(&["list"]));
+    assert!(!s.contains("(lower is better) (lower is better)") && !s.contains("(higher is better) (higher is better)"), "{s}");
+    let metrics = &s[s.find("metrics:").expect("a metrics section")..];
+    for line in metrics.lines().filter(|l| l.starts_with("  ") && !l.starts_with("      ")) {
+        assert_eq!(line.matches("is better").count(), 1, "{line}");
+    }
+}
