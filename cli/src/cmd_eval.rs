@@ -413,7 +413,7 @@ fn prepare(a: &EvalArgs, reg: &Registry, device: &Device) -> anyhow::Result<Prep
     let mut plans = vec![];
     for m in &methods {
         let entry = reg.method(m)?;
-        let has = |k: &str| entry.params.iter().any(|p| p.name == k);
+        let has = |k: &str| entry.params().iter().any(|p| p.name == k);
         let mut pairs = vec![];
         let mut light = vec![];
         if a.light {

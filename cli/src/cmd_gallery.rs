@@ -173,7 +173,7 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
         let mut light = vec![];
         if !a.full {
             for (meth, k, v) in GALLERY_SETTINGS {
-                if meth == m && entry.params.iter().any(|p| p.name == *k) {
+                if meth == m && entry.params().iter().any(|p| p.name == *k) {
                     pairs.push(format!("{k}={v}"));
                     light.push(format!("{k}={v}"));
                 }
@@ -387,16 +387,16 @@ mod tests {
         name: "test-fails",
         pack: "gallery-test",
         summary: "",
-        params: &[],
-        props: MethodProps::NONE,
+        schema: || &[],
+        props: || MethodProps::NONE,
         build: |_, _| Ok(Box::new(Broken(false))),
     };
     static PANICS: MethodEntry = MethodEntry {
         name: "test-panics",
         pack: "gallery-test",
         summary: "",
-        params: &[],
-        props: MethodProps::NONE,
+        schema: || &[],
+        props: || MethodProps::NONE,
         build: |_, _| Ok(Box::new(Broken(true))),
     };
 

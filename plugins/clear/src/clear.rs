@@ -195,10 +195,7 @@ pub fn attentive_responses(
         };
         let seed = act.broadcast_mul(&mask)?;
         let grads = (&z * &seed)?.sum_all()?.backward()?;
-        parts.push(match grads.get(var.as_tensor()) {
-            Some(g) => g.clone(),
-            None => var.as_tensor().zeros_like()?,
-        });
+        parts.push(lumen_core::method::grad_or_zeros(&grads, var.as_tensor())?);
     }
     let g = Tensor::cat(&parts, 0)?;
     let mut shape = vec![b, k];
