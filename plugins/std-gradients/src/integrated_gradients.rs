@@ -392,6 +392,7 @@ lumen_core::submit_method!(IntegratedGradients);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lumen_core::candle::Device;
 
     #[test]
     fn gauss_legendre_matches_known_rules() {

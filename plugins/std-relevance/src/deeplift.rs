@@ -450,6 +450,28 @@ lumen_core::submit_method!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lumen_core::Params;
+
+    /// Words are checked (no silent default), the MNIST pool is asked for by name,
+    /// and the props follow the config instead of a static copy.
+    #[test]
+    fn words_are_checked_and_props_follow_the_config() {
+        let build = |p: Params| Args::new("deeplift", PARAMS, &p).and_then(|a| DeepLift::from_args(&a));
+        let e = build(Params::new().with("rule", "revealcancle")).unwrap_err().to_string();
+        assert!(e.contains("revealcancle") && e.contains("rescale, revealcancel"), "{e}");
+        let e = build(Params::new().with("pool", "imagenet")).unwrap_err().to_string();
+        assert!(e.contains("'pool'") && e.contains("none, mnist-train"), "{e}");
+        let e = build(Params::new().with("softmax", "yes")).unwrap_err().to_string();
+        assert!(e.contains("auto, on, off"), "{e}");
+        assert!(!DeepLift::default().props().stochastic);
+        let d = build(Params::new().with("reference", "distribution").with("pool", "mnist-train")).unwrap();
+        assert!(d.props().stochastic);
+        assert_eq!(d.params()["pool"], "mnist-train");
+        // configs that never read the pool keep their recorded keys
+        let p = build(Params::new()).unwrap().params();
+        assert!(!p.contains_key("pool"));
+        assert_eq!((p["rule"].as_str(), p["softmax"].as_str()), ("rescale", "auto"));
+    }
 
     /// A single 1 in the middle of a 1-D signal blurs into the normalised kernel.
     #[test]
