@@ -281,9 +281,14 @@ pub trait Method: Sized + Send + Sync + 'static {
     /// One line for `lumen list`.
     const SUMMARY: &'static str;
     type Config: Config;
+    /// What the method promises, when that does not depend on the config.
+    const PROPS: MethodProps = MethodProps::NONE;
     /// What the method promises with `config` (`lumen list` and Rhai's `method_info`
-    /// show the default config's).
-    fn props_of(config: &Self::Config) -> MethodProps;
+    /// show the default config's); [`Self::PROPS`] unless overridden.
+    fn props_of(config: &Self::Config) -> MethodProps {
+        let _ = config;
+        Self::PROPS
+    }
     /// Checks the config's values and builds the method.
     fn new(config: Self::Config) -> Result<Self>;
     fn config(&self) -> &Self::Config;

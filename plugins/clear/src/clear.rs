@@ -204,9 +204,7 @@ impl Method for Clear {
     const SUMMARY: &'static str =
         "CLEAR (Kumar et al.): per-class deconvnet back-projections of the class kernels, dominant class and response maps";
     type Config = ClearConfig;
-    fn props_of(_: &ClearConfig) -> MethodProps {
-        MethodProps { needs_rules: true, ..MethodProps::NONE }
-    }
+    const PROPS: MethodProps = MethodProps { needs_rules: true, ..MethodProps::NONE };
     fn new(config: ClearConfig) -> Result<Self> {
         Ok(Clear { config })
     }

@@ -26,9 +26,7 @@ impl Method for InputXGradient {
     const NAME: &'static str = "input_x_gradient";
     const SUMMARY: &'static str = "input × gradient: the gradient multiplied element-wise by the input";
     type Config = InputXGradientConfig;
-    fn props_of(_: &InputXGradientConfig) -> MethodProps {
-        PROPS
-    }
+    const PROPS: MethodProps = PROPS;
     fn new(config: InputXGradientConfig) -> Result<Self> {
         Ok(InputXGradient { config })
     }

@@ -312,9 +312,7 @@ impl Method for IntegratedGradients {
     const SUMMARY: &'static str =
         "integrated gradients: path integral of the gradient from a baseline, with completeness delta";
     type Config = IntegratedGradientsConfig;
-    fn props_of(_: &IntegratedGradientsConfig) -> MethodProps {
-        PROPS
-    }
+    const PROPS: MethodProps = PROPS;
     fn new(config: IntegratedGradientsConfig) -> Result<Self> {
         // Reject e.g. trapezoid with 1 step now; the nodes themselves are computed
         // when explaining, not at build time.

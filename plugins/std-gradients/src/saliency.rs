@@ -5,7 +5,7 @@
 use lumen_core::candle::Tensor;
 use lumen_core::method::{gradient, per_chunk, prepare, Batched};
 use lumen_core::model::ForwardOptions;
-use lumen_core::{Attributor, Classifier, Explanation, Method, MethodProps, Result, Target};
+use lumen_core::{Attributor, Classifier, Explanation, Method, Result, Target};
 
 /// Configuration of [`Saliency`]: `batch_size`, examples per backward pass.
 pub type SaliencyConfig = Batched;
@@ -25,9 +25,6 @@ impl Method for Saliency {
     const NAME: &'static str = "saliency";
     const SUMMARY: &'static str = "vanilla gradient: the signed gradient of the target w.r.t. the input";
     type Config = SaliencyConfig;
-    fn props_of(_: &SaliencyConfig) -> MethodProps {
-        MethodProps::NONE
-    }
     fn new(config: SaliencyConfig) -> Result<Self> {
         Ok(Saliency { config })
     }

@@ -7,7 +7,7 @@ use lumen_core::candle::{DType, Device, Tensor};
 use lumen_core::method::{chunks, prepare};
 use lumen_core::model::ForwardOptions;
 use lumen_core::target::objective;
-use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
+use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, Result, Target};
 
 /// Configuration of [`Occlusion`].
 #[derive(Debug, Clone, Config)]
@@ -94,9 +94,6 @@ impl Method for Occlusion {
     const SUMMARY: &'static str =
         "occlusion: the drop of the target when a sliding window is set to a baseline, averaged per pixel";
     type Config = OcclusionConfig;
-    fn props_of(_: &OcclusionConfig) -> MethodProps {
-        MethodProps::NONE
-    }
     fn new(config: OcclusionConfig) -> Result<Self> {
         Ok(Occlusion { config })
     }

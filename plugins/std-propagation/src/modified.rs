@@ -79,9 +79,7 @@ macro_rules! preset_method {
             const NAME: &'static str = $name;
             const SUMMARY: &'static str = $summary;
             type Config = ModifiedGradientConfig;
-            fn props_of(_: &ModifiedGradientConfig) -> MethodProps {
-                PROPS
-            }
+            const PROPS: MethodProps = PROPS;
             fn new(config: ModifiedGradientConfig) -> Result<Self> {
                 Ok($ty(ModifiedGradient::new($name, $name, config)))
             }

@@ -130,9 +130,7 @@ impl Method for Lrp {
     const SUMMARY: &'static str =
         "layer-wise relevance propagation with a composite of LRP rules (ε, γ, z⁺, αβ, flat, z^B)";
     type Config = LrpConfig;
-    fn props_of(_: &LrpConfig) -> MethodProps {
-        PROPS
-    }
+    const PROPS: MethodProps = PROPS;
     fn new(config: LrpConfig) -> Result<Self> {
         presets::build(&config.composite).map_err(|e| Error::bad_param("lrp", "composite", e.to_string()))?;
         if config.epsilon < 0.0 {
