@@ -85,7 +85,7 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
     for m in &methods {
         let entry = reg.method(m)?;
         let light =
-            if a.full { vec![] } else { present::light_settings(m, |k| entry.params.iter().any(|p| p.name == k)) };
+            if a.full { vec![] } else { present::light_settings(m, |k| entry.params().iter().any(|p| p.name == k)) };
         let mut pairs = light.clone();
         pairs.extend(user.get(m).cloned().unwrap_or_default());
         plans.push((m.clone(), Params::parse_pairs(&pairs)?, light));
@@ -285,16 +285,16 @@ mod tests {
         name: "test-fails",
         pack: "gallery-test",
         summary: "",
-        params: &[],
-        props: MethodProps::NONE,
+        schema: || &[],
+        props: || MethodProps::NONE,
         build: |_, _| Ok(Box::new(Broken(false))),
     };
     static PANICS: MethodEntry = MethodEntry {
         name: "test-panics",
         pack: "gallery-test",
         summary: "",
-        params: &[],
-        props: MethodProps::NONE,
+        schema: || &[],
+        props: || MethodProps::NONE,
         build: |_, _| Ok(Box::new(Broken(true))),
     };
 

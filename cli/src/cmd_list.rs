@@ -22,7 +22,7 @@ pub fn run(a: ListArgs, _device: &Device) -> anyhow::Result<()> {
     let reg = host::registry()?;
     if a.json {
         let v = serde_json::json!({
-            "methods": reg.methods().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary, "params": params_json(e.params)})).collect::<Vec<_>>(),
+            "methods": reg.methods().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary, "params": params_json(e.params())})).collect::<Vec<_>>(),
             "models": reg.models().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary})).collect::<Vec<_>>(),
             "generators": reg.generators().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary})).collect::<Vec<_>>(),
             "samplers": reg.samplers().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary, "params": params_json(e.params)})).collect::<Vec<_>>(),
@@ -40,7 +40,7 @@ pub fn run(a: ListArgs, _device: &Device) -> anyhow::Result<()> {
     println!("methods:");
     for (e, o) in reg.methods() {
         println!("  {:<24} {}  [{}]", e.name, e.summary, o);
-        show_params(e.params);
+        show_params(e.params());
     }
     println!("models:");
     for (e, o) in reg.models() {

@@ -2,6 +2,10 @@
 //! lumen's method packs build on. Core knows no attribution method: every method
 //! lives in a pack and reaches the host through the [`registry`].
 
+// The derives name `::lumen_core`, so they also work inside this crate.
+extern crate self as lumen_core;
+
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -21,6 +25,7 @@ pub mod rules;
 pub mod sampler;
 pub mod target;
 
+pub use config::{Choice, Config, Method, Nested};
 pub use error::{Error, Result};
 pub use explanation::{Explanation, Facts};
 pub use method::{Attributor, MethodProps};

@@ -4,7 +4,7 @@ use crate::explanation::Explanation;
 use crate::model::{Classifier, ForwardOptions};
 use crate::target::{objective, Target};
 use crate::{Error, Result};
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use std::collections::BTreeMap;
 
 /// What a method promises, for reports and for choosing metrics.
@@ -66,12 +66,74 @@ pub fn gradient(model: &dyn Classifier, xs: &Tensor, target: &Target, opts: Forw
     let var = Var::from_tensor(&xs.detach())?;
     let (obj, output) = objective(model, var.as_tensor(), target, opts)?;
     let grads = obj.sum_all()?.backward()?;
-    let grad = match grads.get(var.as_tensor()) {
-        Some(g) => g.clone(),
-        // The objective does not depend on the input at all.
-        None => var.as_tensor().zeros_like()?,
-    };
+    let grad = grad_or_zeros(&grads, var.as_tensor())?;
     Ok(Gradient { grad, objective: obj.detach(), output: output.detach() })
+}
+
+/// The config of a method that takes examples `batch_size` at a time (saliency,
+/// input × gradient, the modified gradients, LRP): the one `batch_size` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, crate::config::Config)]
+pub struct Batched {
+    /// examples per backward pass
+    #[param(positive, max = crate::params::MAX_BATCH_SIZE)]
+    pub batch_size: usize,
+}
+
+impl Default for Batched {
+    fn default() -> Self {
+        Batched { batch_size: 64 }
+    }
+}
+
+/// Runs `f` on chunks of at most `batch_size` examples of `inputs` (with the chunk's
+/// range, to select the target) and concatenates the results along dim 0.
+pub fn per_chunk(
+    inputs: &Tensor,
+    batch_size: usize,
+    mut f: impl FnMut(std::ops::Range<usize>, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut parts = vec![];
+    for r in chunks(inputs.dim(0)?, batch_size) {
+        let x = inputs.narrow(0, r.start, r.len())?;
+        parts.push(f(r, &x)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// `d (Σ objective) / d var`, or zeros when the objective does not depend on `var`
+/// (the step every hand-written backward pass needs).
+pub fn grad_or_zeros(grads: &candle_core::backprop::GradStore, var: &Tensor) -> Result<Tensor> {
+    Ok(match grads.get(var) {
+        Some(g) => g.clone(),
+        None => var.zeros_like()?,
+    })
+}
+
+/// Gaussian blur over the spatial dims (the last two for `[B, C, H, W]`, the last for
+/// lower ranks), with edges replicated; σ in pixels. The kernel is the sampled
+/// Gaussian truncated at ⌈3σ⌉ and normalised to sum 1; σ = 0 is the identity. IG's
+/// blur baseline and DeepLIFT's blurred reference both use this one.
+pub fn gaussian_blur(xs: &Tensor, sigma: f64) -> Result<Tensor> {
+    if sigma == 0.0 {
+        return Ok(xs.clone());
+    }
+    let dims = xs.dims().to_vec();
+    let rank = dims.len();
+    let (h, w) = if rank >= 4 { (dims[rank - 2], dims[rank - 1]) } else { (1, dims[rank - 1]) };
+    let r = (3.0 * sigma).ceil() as usize;
+    let mut k: Vec<f32> = (-(r as i64)..=r as i64).map(|i| (-((i * i) as f64) / (2.0 * sigma * sigma)).exp() as f32).collect();
+    let total: f32 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= total);
+    let dev = xs.device();
+    let n = xs.elem_count() / (h * w);
+    let mut y = xs.to_dtype(DType::F32)?.reshape((n, 1, h, w))?;
+    let kw = Tensor::from_vec(k.clone(), (1, 1, 1, 2 * r + 1), dev)?;
+    y = y.pad_with_same(3, r, r)?.conv2d(&kw, 0, 1, 1, 1)?;
+    if h > 1 {
+        let kh = Tensor::from_vec(k, (1, 1, 2 * r + 1, 1), dev)?;
+        y = y.pad_with_same(2, r, r)?.conv2d(&kh, 0, 1, 1, 1)?;
+    }
+    Ok(y.reshape(dims)?.to_dtype(xs.dtype())?)
 }
 
 /// Splits `0..n` into ranges of at most `batch_size`.

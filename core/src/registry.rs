@@ -5,6 +5,7 @@
 //! name (`pack: env!("CARGO_PKG_NAME")`), so a host can register one pack's items
 //! at a time and say where each came from.
 
+use crate::config::{Config, Method, MethodBuilder};
 use crate::generator::Generator;
 use crate::method::{Attributor, MethodProps};
 use crate::metric::{Metric, MetricEntry, MetricInput, MetricOutput};
@@ -17,14 +18,52 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-/// An attribution method (or wrapper) that a pack provides.
+/// An attribution method (or wrapper) that a pack provides. Built from a
+/// [`Method`] by [`MethodEntry::of`] (what `submit_method!(Type)` does), so its
+/// schema and props are the method's own declarations.
 pub struct MethodEntry {
     pub name: &'static str,
     pub pack: &'static str,
     pub summary: &'static str,
-    pub params: &'static [ParamSpec],
-    pub props: MethodProps,
+    /// The parameter schema (a function: derived schemas take defaults from `Default`).
+    pub schema: fn() -> &'static [ParamSpec],
+    /// The props of the default configuration.
+    pub props: fn() -> MethodProps,
     pub build: fn(&Args, &Registry) -> Result<Box<dyn Attributor>>,
+}
+
+impl MethodEntry {
+    /// The entry of method `T` in pack `pack`.
+    pub const fn of<T: Method>(pack: &'static str) -> Self {
+        MethodEntry {
+            name: T::NAME,
+            pack,
+            summary: T::SUMMARY,
+            schema: <T::Config as Config>::schema,
+            props: default_props::<T>,
+            build: build_typed::<T>,
+        }
+    }
+    pub fn params(&self) -> &'static [ParamSpec] {
+        (self.schema)()
+    }
+    pub fn props(&self) -> MethodProps {
+        (self.props)()
+    }
+}
+
+fn default_props<T: Method>() -> MethodProps {
+    T::props_of(&T::Config::default())
+}
+
+fn build_typed<T: Method>(args: &Args, registry: &Registry) -> Result<Box<dyn Attributor>> {
+    Ok(Box::new(T::new(T::Config::from_args(args, registry)?)?))
+}
+
+impl MethodBuilder for Registry {
+    fn build_method(&self, name: &str, params: &Params) -> Result<Box<dyn Attributor>> {
+        Registry::build_method(self, name, params)
+    }
 }
 inventory::collect!(MethodEntry);
 
@@ -317,7 +356,7 @@ impl Registry {
     /// `catch_unwind`, and so does every later `attribute` call of the result.
     pub fn build_method(&self, name: &str, params: &Params) -> Result<Box<dyn Attributor>> {
         let item = lookup(&self.methods, "method", name)?;
-        let args = Args::new(name, item.entry.params, params)?;
+        let args = Args::new(name, item.entry.params(), params)?;
         let pack = item.origin.pack.clone();
         let inner = guard(&pack, || (item.entry.build)(&args, self))?;
         // The pack's accessors are read once, here, under the guard: later calls then
@@ -567,18 +606,26 @@ impl Metric for GuardedMetric {
     }
 }
 
-/// Declares a method in the calling pack: `lumen_core::submit_method!(NAME, ...)`
-/// fills in `pack` with the calling crate's package name.
+/// Declares a method in the calling pack: `lumen_core::submit_method!(MyMethod);`
+/// registers the [`Method`] `MyMethod` under its `NAME`, with `pack` set to the
+/// calling crate's package name.
 #[macro_export]
 macro_rules! submit_method {
+    ($ty:ty $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::registry::MethodEntry::of::<$ty>(env!("CARGO_PKG_NAME"))
+        }
+    };
+    // A method whose parameters are still a hand-written schema: `props` is an
+    // expression evaluated when asked (so it can be the default config's props).
     ($name:expr, $summary:expr, $params:expr, $props:expr, $build:expr $(,)?) => {
         $crate::inventory::submit! {
             $crate::registry::MethodEntry {
                 name: $name,
                 pack: env!("CARGO_PKG_NAME"),
                 summary: $summary,
-                params: $params,
-                props: $props,
+                schema: || $params,
+                props: || $props,
                 build: $build,
             }
         }

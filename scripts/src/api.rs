@@ -86,7 +86,7 @@ impl Host {
     fn wrap(&self, wrapper: &str, inner: &MethodSpec, opts: &Map) -> RResult<MethodSpec> {
         let entry = lift(self.registry.method(wrapper))?;
         let slot = entry
-            .params
+            .params()
             .iter()
             .find(|p| p.kind == ParamKind::Method)
             .ok_or_else(|| rt(format!("'{wrapper}' is not a wrapper: it takes no method parameter")))?;
@@ -489,7 +489,7 @@ fn method_info(reg: &Registry, name: &str) -> RResult<Map> {
     m.insert("pack".into(), e.pack.into());
     m.insert("summary".into(), e.summary.into());
     let params: Array = e
-        .params
+        .params()
         .iter()
         .map(|p| {
             let mut pm = Map::new();
@@ -501,11 +501,13 @@ fn method_info(reg: &Registry, name: &str) -> RResult<Map> {
         })
         .collect();
     m.insert("params".into(), params.into());
-    m.insert("multiplies_input".into(), e.props.multiplies_input.into());
-    m.insert("completeness".into(), e.props.completeness.into());
-    m.insert("needs_rules".into(), e.props.needs_rules.into());
-    m.insert("stochastic".into(), e.props.stochastic.into());
-    m.insert("wrapper".into(), e.props.wrapper.into());
+    // The props the method declares for its default config.
+    let props = e.props();
+    m.insert("multiplies_input".into(), props.multiplies_input.into());
+    m.insert("completeness".into(), props.completeness.into());
+    m.insert("needs_rules".into(), props.needs_rules.into());
+    m.insert("stochastic".into(), props.stochastic.into());
+    m.insert("wrapper".into(), props.wrapper.into());
     Ok(m)
 }
 

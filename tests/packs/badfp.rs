@@ -44,8 +44,8 @@ lumen_core::inventory::submit! {
         name: "fixture_badfp_method",
         pack: "fixture-badfp",
         summary: "must never be registered",
-        params: NO_PARAMS,
-        props: MethodProps::NONE,
+        schema: || NO_PARAMS,
+        props: || MethodProps::NONE,
         build: |_, _| Err(Error::msg("fixture_badfp_method must never be built")),
     }
 }
@@ -55,8 +55,8 @@ lumen_core::inventory::submit! {
         name: "fixture_badfp_impostor",
         pack: "lumen-example",
         summary: "claims the example pack; must never be registered",
-        params: NO_PARAMS,
-        props: MethodProps::NONE,
+        schema: || NO_PARAMS,
+        props: || MethodProps::NONE,
         build: |_, _| Err(Error::msg("fixture_badfp_impostor must never be built")),
     }
 }

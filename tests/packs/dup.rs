@@ -15,8 +15,8 @@ lumen_core::inventory::submit! {
         name: "abs_input_x_gradient",
         pack: "fixture-dup",
         summary: "clashes with the example pack",
-        params: NO_PARAMS,
-        props: MethodProps::NONE,
+        schema: || NO_PARAMS,
+        props: || MethodProps::NONE,
         build: |_, _| Err(Error::msg("fixture clash")),
     }
 }
@@ -26,8 +26,8 @@ lumen_core::inventory::submit! {
         name: "fixture_dup_only",
         pack: "fixture-dup",
         summary: "registered only if the whole pack is",
-        params: NO_PARAMS,
-        props: MethodProps::NONE,
+        schema: || NO_PARAMS,
+        props: || MethodProps::NONE,
         build: |_, _| Err(Error::msg("fixture")),
     }
 }

@@ -45,8 +45,8 @@ lumen_core::inventory::submit! {
         name: "fixture_layout_method",
         pack: "fixture-layout",
         summary: "must never be registered",
-        params: NO_PARAMS,
-        props: MethodProps::NONE,
+        schema: || NO_PARAMS,
+        props: || MethodProps::NONE,
         build: |_, _| Err(Error::msg("fixture")),
     }
 }

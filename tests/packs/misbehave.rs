@@ -52,8 +52,8 @@ lumen_core::inventory::submit! {
         name: "fixture_misbehave_method",
         pack: "fixture-misbehave",
         summary: "registered only when the register entry point succeeds",
-        params: NO_PARAMS,
-        props: MethodProps::NONE,
+        schema: || NO_PARAMS,
+        props: || MethodProps::NONE,
         build: |_, _| Err(Error::msg("fixture")),
     }
 }

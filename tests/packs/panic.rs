@@ -35,8 +35,8 @@ lumen_core::inventory::submit! {
         name: "fixture_panic",
         pack: "fixture-panic",
         summary: "panics on request (test fixture)",
-        params: PARAMS,
-        props: MethodProps::NONE,
+        schema: || PARAMS,
+        props: || MethodProps::NONE,
         build: |a, _| Ok(Box::new(Panicky { panic: a.bool("panic")? })),
     }
 }
@@ -178,8 +178,8 @@ lumen_core::inventory::submit! {
         name: "fixture_panic_accessors",
         pack: "fixture-panic",
         summary: "an accessor panics (test fixture)",
-        params: ACCESSOR_PARAMS,
-        props: MethodProps::NONE,
+        schema: || ACCESSOR_PARAMS,
+        props: || MethodProps::NONE,
         build: |a, _| Ok(Box::new(PanickyAccessors { which: a.string("which")? })),
     }
 }

@@ -16,8 +16,8 @@ lumen_core::inventory::submit! {
         name: "fixture_private_method",
         pack: "fixture-private",
         summary: "lives in a private lumen-core",
-        params: NO_PARAMS,
-        props: MethodProps::NONE,
+        schema: || NO_PARAMS,
+        props: || MethodProps::NONE,
         build: |_, _| Err(Error::msg("fixture")),
     }
 }

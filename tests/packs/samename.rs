@@ -14,8 +14,8 @@ lumen_core::inventory::submit! {
         name: "fixture_samename_extra",
         pack: "lumen-example",
         summary: "would be merged into the example pack",
-        params: NO_PARAMS,
-        props: MethodProps::NONE,
+        schema: || NO_PARAMS,
+        props: || MethodProps::NONE,
         build: |_, _| Err(Error::msg("fixture")),
     }
 }

@@ -5,14 +5,13 @@
 use crate::cdeepex::true_and_probe;
 use lumen_core::candle::{Tensor, D};
 use lumen_core::method::prepare;
-use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Registry, Result, Target};
-use std::collections::BTreeMap;
+use lumen_core::{Attributor, Choice, Classifier, Config, Error, Explanation, Method, MethodProps, Nested, Result, Target};
 
 /// How each class map is scaled before the difference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Choice)]
 pub enum Scale {
     /// Divide by the map's largest absolute value.
+    #[choice(name = "maxabs")]
     MaxAbs,
     /// Divide by the map's L2 norm.
     L2,
@@ -21,21 +20,6 @@ pub enum Scale {
 }
 
 impl Scale {
-    pub fn parse(s: &str) -> Option<Scale> {
-        match s {
-            "maxabs" => Some(Scale::MaxAbs),
-            "l2" => Some(Scale::L2),
-            "none" => Some(Scale::None),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Scale::MaxAbs => "maxabs",
-            Scale::L2 => "l2",
-            Scale::None => "none",
-        }
-    }
     /// Scales every example of `m` (`[B, ...]`) on its own.
     pub fn apply(self, m: &Tensor) -> Result<Tensor> {
         let flat = m.flatten_from(1)?;
@@ -50,52 +34,50 @@ impl Scale {
     }
 }
 
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("inner", ParamKind::Method, "saliency", "the gradient-type method giving each class map"),
-    ParamSpec::new("scale", ParamKind::Choice(&["maxabs", "l2", "none"]), "maxabs", "scaling of each class map"),
-];
-
-pub struct Contrastive {
-    pub inner: Box<dyn Attributor>,
+/// Configuration of [`Contrastive`].
+#[derive(Debug, Clone, Config)]
+pub struct ContrastiveConfig {
+    /// the gradient-type method giving each class map
+    pub inner: Nested,
+    /// scaling of each class map
     pub scale: Scale,
 }
 
-impl Contrastive {
-    pub fn from_args(a: &Args, reg: &Registry) -> Result<Self> {
-        let inner_name = a.string("inner")?;
-        if inner_name == "contrastive" {
-            return Err(Error::bad_param("contrastive", "inner", "cannot wrap itself"));
-        }
-        let inner = reg.build_method(&inner_name, &a.sub("inner"))?;
-        let s = a.string("scale")?;
-        let scale = Scale::parse(&s).ok_or_else(|| Error::bad_param("contrastive", "scale", format!("'{s}'")))?;
-        Ok(Contrastive { inner, scale })
+impl Default for ContrastiveConfig {
+    fn default() -> Self {
+        ContrastiveConfig { inner: Nested::named("saliency"), scale: Scale::MaxAbs }
     }
 }
 
-impl Attributor for Contrastive {
-    fn name(&self) -> &str {
-        "contrastive"
+pub struct Contrastive {
+    pub config: ContrastiveConfig,
+}
+
+impl Method for Contrastive {
+    const NAME: &'static str = "contrastive";
+    const SUMMARY: &'static str = "why A not B: scaled map of A minus scaled map of B, for any gradient-type method";
+    type Config = ContrastiveConfig;
+    fn props_of(c: &ContrastiveConfig) -> MethodProps {
+        MethodProps { wrapper: true, ..c.inner.props() }
     }
-    fn props(&self) -> MethodProps {
-        MethodProps { wrapper: true, ..self.inner.props() }
-    }
-    fn params(&self) -> BTreeMap<String, String> {
-        let mut m = BTreeMap::from([
-            ("inner".to_string(), self.inner.name().to_string()),
-            ("scale".to_string(), self.scale.name().to_string()),
-        ]);
-        for (k, v) in self.inner.params() {
-            m.insert(format!("inner.{k}"), v);
+    fn new(config: ContrastiveConfig) -> Result<Self> {
+        if config.inner.name() == Self::NAME {
+            return Err(Error::bad_param("contrastive", "inner", "cannot wrap itself"));
         }
-        m
+        config.inner.get()?;
+        Ok(Contrastive { config })
     }
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+    fn config(&self) -> &ContrastiveConfig {
+        &self.config
+    }
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+        let inner = self.config.inner.get()?;
+        let scale = self.config.scale;
         let target = prepare(model, inputs, target)?;
         let (a, b) = true_and_probe(model, inputs, &target)?;
-        let ma = self.inner.attribute(model, inputs, &Target::Classes(a.clone()))?;
-        let mb = self.inner.attribute(model, inputs, &Target::Classes(b.clone()))?;
-        let diff = (self.scale.apply(ma.attribution())? - self.scale.apply(mb.attribution())?)?;
+        let ma = inner.attribute(model, inputs, &Target::Classes(a.clone()))?;
+        let mb = inner.attribute(model, inputs, &Target::Classes(b.clone()))?;
+        let diff = (scale.apply(ma.attribution())? - scale.apply(mb.attribution())?)?;
         let mut e = Explanation::new("contrastive", diff, Target::Contrast { a, b })
             .with_tensor("map_a", ma.attribution().clone())
             .with_tensor("map_b", mb.attribution().clone())
@@ -105,10 +87,4 @@ impl Attributor for Contrastive {
     }
 }
 
-lumen_core::submit_method!(
-    "contrastive",
-    "why A not B: scaled map of A minus scaled map of B, for any gradient-type method",
-    PARAMS,
-    MethodProps { wrapper: true, ..MethodProps::NONE },
-    |a, reg| Ok(Box::new(Contrastive::from_args(a, reg)?)),
-);
+lumen_core::submit_method!(Contrastive);

@@ -204,10 +204,7 @@ impl LatentProblem<'_> {
             l = (l + ((s - mu2)? * (1.0 / (2.0 * c)))?)?;
         }
         let grads = l.backward()?;
-        let gz = match grads.get(var.as_tensor()) {
-            Some(g) => to_f64(g)?,
-            None => vec![0.0; z.len()],
-        };
+        let gz = to_f64(&lumen_core::method::grad_or_zeros(&grads, var.as_tensor())?)?;
         Ok((scalar(&l)?, gz))
     }
 

@@ -12,29 +12,32 @@ use crate::render;
 use lumen_core::candle::{DType, Tensor, Var};
 use lumen_core::method::{chunks, prepare};
 use lumen_core::model::{ForwardOptions, LayerKind};
-use lumen_core::params::{ParamKind, ParamSpec};
 use lumen_core::rules::presets;
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
-use std::collections::BTreeMap;
+use lumen_core::{Attributor, Choice, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 
 /// What a model must look like for CLEAR; quoted in every refusal.
 pub const NEEDS: &str = "CLEAR needs an all-convolutional classifier whose last conv layer has one kernel per \
 class (out_channels = number of classes) and feeds a global average pooling that gives the logits";
 
 /// Configuration of [`Clear`].
-#[derive(Debug, Clone)]
+///
+/// `top_k`: models with more classes are explained over the `top_k` classes with the
+/// largest logits only (the paper's §5 suggestion).
+#[derive(Debug, Clone, Config)]
 pub struct ClearConfig {
-    /// Models with more classes than this are explained over the `top_k` classes
-    /// with the largest logits only (the paper's §5 suggestion).
+    /// explain only the k classes with the largest logits (all when the model has ≤ k)
+    #[param(positive, max = 100_000)]
     pub top_k: usize,
-    /// Back-projections per backward pass (each example needs one per class).
+    /// back-projections (example × class) per backward pass
+    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
     pub batch_size: usize,
-    /// The seed at the class layer.
+    /// seed of the back-projection: signed = z_L^c as it is (eq. 3), positive = max(z_L^c, 0)
+    #[param(name = "activation")]
     pub seed: Seed,
 }
 
 /// What the back-projection of a class kernel starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Choice)]
 pub enum Seed {
     /// z_L^c as it is, negative responses included (eq. 3 read literally).
     #[default]
@@ -46,38 +49,11 @@ pub enum Seed {
     Positive,
 }
 
-impl Seed {
-    pub fn parse(s: &str) -> Result<Seed> {
-        match s {
-            "signed" => Ok(Seed::Signed),
-            "positive" => Ok(Seed::Positive),
-            other => Err(Error::bad_param("clear", "activation", format!("'{other}' is not one of: positive, signed"))),
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Seed::Signed => "signed",
-            Seed::Positive => "positive",
-        }
-    }
-}
-
 impl Default for ClearConfig {
     fn default() -> Self {
         ClearConfig { top_k: 10, batch_size: 64, seed: Seed::Signed }
     }
 }
-
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("top_k", ParamKind::Int, "10", "explain only the k classes with the largest logits (all when the model has ≤ k)").max(100_000),
-    ParamSpec::new("batch_size", ParamKind::Int, "64", "back-projections (example × class) per backward pass").max(lumen_core::params::MAX_BATCH_SIZE),
-    ParamSpec::new(
-        "activation",
-        ParamKind::Choice(&["signed", "positive"]),
-        "signed",
-        "seed of the back-projection: signed = z_L^c as it is (eq. 3), positive = max(z_L^c, 0)",
-    ),
-];
 
 /// The class layer CLEAR starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,10 +171,7 @@ pub fn attentive_responses(
         };
         let seed = act.broadcast_mul(&mask)?;
         let grads = (&z * &seed)?.sum_all()?.backward()?;
-        parts.push(match grads.get(var.as_tensor()) {
-            Some(g) => g.clone(),
-            None => var.as_tensor().zeros_like()?,
-        });
+        parts.push(lumen_core::method::grad_or_zeros(&grads, var.as_tensor())?);
     }
     let g = Tensor::cat(&parts, 0)?;
     let mut shape = vec![b, k];
@@ -216,13 +189,6 @@ impl Clear {
     pub fn new(config: ClearConfig) -> Self {
         Clear { config }
     }
-    pub fn from_args(a: &Args) -> Result<Self> {
-        Ok(Clear::new(ClearConfig {
-            top_k: a.positive("top_k")?,
-            batch_size: a.positive("batch_size")?,
-            seed: Seed::parse(&a.string("activation")?)?,
-        }))
-    }
 }
 
 /// Indices of the `k` largest values, largest first (ties: lower index first).
@@ -233,19 +199,17 @@ fn top_k(v: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-impl Attributor for Clear {
-    fn name(&self) -> &str {
-        "clear"
+impl Method for Clear {
+    const NAME: &'static str = "clear";
+    const SUMMARY: &'static str =
+        "CLEAR (Kumar et al.): per-class deconvnet back-projections of the class kernels, dominant class and response maps";
+    type Config = ClearConfig;
+    const PROPS: MethodProps = MethodProps { needs_rules: true, ..MethodProps::NONE };
+    fn new(config: ClearConfig) -> Result<Self> {
+        Ok(Clear { config })
     }
-    fn props(&self) -> MethodProps {
-        MethodProps { needs_rules: true, ..MethodProps::NONE }
-    }
-    fn params(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("top_k".to_string(), self.config.top_k.to_string()),
-            ("batch_size".to_string(), self.config.batch_size.to_string()),
-            ("activation".to_string(), self.config.seed.name().to_string()),
-        ])
+    fn config(&self) -> &ClearConfig {
+        &self.config
     }
 
     /// Tensors of the explanation (B examples, k explained classes, spatial dims S):
@@ -261,7 +225,7 @@ impl Attributor for Clear {
     ///   exceeds the strongest other kernel, that other response in green elsewhere;
     /// * `red_blue` `[B, 3, S]`: red where Ĉ is the target, blue where another class
     ///   dominates, brightness V.
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
         let layer = class_layer(model)?;
         if let Target::Hidden { .. } = target {
             return Err(Error::BadTarget("clear explains classes, not hidden units".into()));
@@ -358,13 +322,7 @@ fn planar(out: &mut Vec<f32>, px: &[[f32; 3]]) {
     }
 }
 
-lumen_core::submit_method!(
-    "clear",
-    "CLEAR (Kumar et al.): per-class deconvnet back-projections of the class kernels, dominant class and response maps",
-    PARAMS,
-    MethodProps { needs_rules: true, ..MethodProps::NONE },
-    |a, _| Ok(Box::new(Clear::from_args(a)?)),
-);
+lumen_core::submit_method!(Clear);
 
 #[cfg(test)]
 mod tests;

@@ -10,108 +10,106 @@
 //! The noisy copies are a `Var` that this pack creates and the host's model consumes:
 //! the reason packs must share the host's candle.
 
-use lumen_core::candle::{Tensor, Var};
-use lumen_core::method::{chunks, prepare, repeat_each};
+use lumen_core::candle::Tensor;
+use lumen_core::method::{chunks, gradient, prepare, repeat_each};
 use lumen_core::model::ForwardOptions;
-use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::target::objective;
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
+use lumen_core::{Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
-use std::collections::BTreeMap;
 
-pub const NAME: &str = "abs_input_x_gradient";
-
-/// Configuration of [`AbsInputXGradient`].
-#[derive(Debug, Clone)]
-pub struct AbsIxgConfig {
-    /// Cap each map at this percentile of its values (0 < p ≤ 100).
+/// The method and its parameters in one: each field is a parameter, its doc comment
+/// is what `lumen list` shows, and `Default` gives the defaults.
+#[derive(Debug, Clone, Config)]
+pub struct AbsInputXGradient {
+    /// cap each map at this percentile, then scale to [0, 1]
     pub percentile: f64,
-    /// Noisy copies per example (1 with `sigma = 0` is plain input × gradient).
+    /// noisy copies per example
+    #[param(positive, max = 10_000)]
     pub n: usize,
-    /// Noise standard deviation as a fraction of the model's input range.
+    /// noise std as a fraction of the input range
     pub sigma: f64,
+    /// seed of the noise
     pub seed: u64,
-    /// Copies per backward pass.
+    /// copies per backward pass
+    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
     pub batch_size: usize,
 }
 
-impl Default for AbsIxgConfig {
+impl Default for AbsInputXGradient {
     fn default() -> Self {
-        AbsIxgConfig { percentile: 99.0, n: 1, sigma: 0.0, seed: 0, batch_size: 64 }
+        AbsInputXGradient { percentile: 99.0, n: 1, sigma: 0.0, seed: 0, batch_size: 64 }
     }
 }
 
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("percentile", ParamKind::Float, "99", "cap each map at this percentile, then scale to [0, 1]"),
-    ParamSpec::new("n", ParamKind::Int, "1", "noisy copies per example").max(10_000),
-    ParamSpec::new("sigma", ParamKind::Float, "0", "noise std as a fraction of the input range"),
-    ParamSpec::new("seed", ParamKind::Int, "0", "seed of the noise"),
-    ParamSpec::new("batch_size", ParamKind::Int, "64", "copies per backward pass").max(lumen_core::params::MAX_BATCH_SIZE),
-];
+impl Method for AbsInputXGradient {
+    const NAME: &'static str = "abs_input_x_gradient";
+    const SUMMARY: &'static str =
+        "|input × gradient|, averaged over noisy copies, capped at a percentile (template pack)";
+    type Config = Self;
 
-#[derive(Debug, Clone, Default)]
-pub struct AbsInputXGradient {
-    pub config: AbsIxgConfig,
-}
+    fn props_of(c: &Self) -> MethodProps {
+        MethodProps { multiplies_input: true, stochastic: c.sigma > 0.0, ..MethodProps::NONE }
+    }
 
-impl AbsInputXGradient {
-    pub fn new(config: AbsIxgConfig) -> Result<Self> {
-        let c = &config;
+    /// Checks what the types cannot say.
+    fn new(c: Self) -> Result<Self> {
         if !(c.percentile > 0.0 && c.percentile <= 100.0) {
-            return Err(Error::bad_param(NAME, "percentile", format!("must be in (0, 100], got {}", c.percentile)));
+            return Err(Error::bad_param(Self::NAME, "percentile", format!("must be in (0, 100], got {}", c.percentile)));
         }
         if !(c.sigma >= 0.0 && c.sigma.is_finite()) {
-            return Err(Error::bad_param(NAME, "sigma", format!("must be a finite number ≥ 0, got {}", c.sigma)));
+            return Err(Error::bad_param(Self::NAME, "sigma", format!("must be a finite number ≥ 0, got {}", c.sigma)));
         }
         if c.n == 0 || c.batch_size == 0 {
-            return Err(Error::bad_param(NAME, if c.n == 0 { "n" } else { "batch_size" }, "must be at least 1"));
+            return Err(Error::bad_param(Self::NAME, if c.n == 0 { "n" } else { "batch_size" }, "must be at least 1"));
         }
-        Ok(AbsInputXGradient { config })
+        Ok(c)
     }
 
-    pub fn from_args(a: &Args) -> Result<Self> {
-        Self::new(AbsIxgConfig {
-            percentile: a.f64("percentile")?,
-            n: a.positive("n")?,
-            sigma: a.f64("sigma")?,
-            seed: a.u64("seed")?,
-            batch_size: a.positive("batch_size")?,
-        })
+    fn config(&self) -> &Self {
+        self
     }
 
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+        let target = prepare(model, inputs, target)?;
+        let m = self.magnitude(model, inputs, &target)?;
+        let a = cap(&m, self.percentile)?;
+        let mut e = Explanation::new(Self::NAME, a, target).with_params(self.to_params());
+        if self.sigma > 0.0 {
+            e.seed = Some(self.seed);
+        }
+        Ok(e)
+    }
+}
+
+lumen_core::submit_method!(AbsInputXGradient);
+
+impl AbsInputXGradient {
     /// `m = mean_s |x_s ⊙ ∇f(x_s)|`, `[B, ...]`, before the percentile cap.
     pub fn magnitude(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Tensor> {
-        let c = &self.config;
         let (lo, hi) = model.info().input_range;
-        let std = c.sigma * (hi - lo) as f64;
-        let normal = Normal::new(0f64, std).map_err(|e| Error::bad_param(NAME, "sigma", e.to_string()))?;
-        let mut rng = StdRng::seed_from_u64(c.seed);
-        let b = inputs.dim(0)?;
+        let std = self.sigma * (hi - lo) as f64;
+        let normal = Normal::new(0f64, std).map_err(|e| Error::bad_param(Self::NAME, "sigma", e.to_string()))?;
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let (b, n) = (inputs.dim(0)?, self.n);
         let mut parts = vec![];
-        for r in chunks(b, (c.batch_size / c.n).max(1)) {
-            let x = repeat_each(&inputs.narrow(0, r.start, r.len())?, c.n)?;
+        for r in chunks(b, (self.batch_size / n).max(1)) {
+            let x = repeat_each(&inputs.narrow(0, r.start, r.len())?, n)?;
             let x = if std > 0.0 {
                 let noise: Vec<f32> = (0..x.elem_count()).map(|_| normal.sample(&mut rng) as f32).collect();
                 (&x + Tensor::from_vec(noise, x.shape(), x.device())?)?
             } else {
                 x
             };
-            // Created here, in the pack; the model's weights were created by the host.
-            let var = Var::from_tensor(&x)?;
-            let t = target.select(r.clone()).repeat_each(c.n);
-            let (obj, _) = objective(model, var.as_tensor(), &t, ForwardOptions::default())?;
-            let grads = obj.sum_all()?.backward()?;
-            let g = match grads.get(var.as_tensor()) {
-                Some(g) => g.clone(),
-                None => var.as_tensor().zeros_like()?,
-            };
-            let m = (var.as_tensor() * g)?.abs()?;
+            // The noisy copies become a `Var` here, in the pack; the model's weights
+            // were created by the host.
+            let t = target.select(r.clone()).repeat_each(n);
+            let g = gradient(model, &x, &t, ForwardOptions::default())?.grad;
+            let m = (x * g)?.abs()?;
             let mut shape = inputs.dims().to_vec();
             shape[0] = r.len();
             let per: usize = shape[1..].iter().product();
-            parts.push(m.reshape((r.len(), c.n, per))?.mean(1)?.reshape(shape)?);
+            parts.push(m.reshape((r.len(), n, per))?.mean(1)?.reshape(shape)?);
         }
         Ok(Tensor::cat(&parts, 0)?)
     }
@@ -139,47 +137,11 @@ pub fn cap(m: &Tensor, p: f64) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, m.shape(), m.device())?)
 }
 
-impl Attributor for AbsInputXGradient {
-    fn name(&self) -> &str {
-        NAME
-    }
-    fn props(&self) -> MethodProps {
-        MethodProps { multiplies_input: true, stochastic: self.config.sigma > 0.0, ..MethodProps::NONE }
-    }
-    fn params(&self) -> BTreeMap<String, String> {
-        let c = &self.config;
-        BTreeMap::from([
-            ("percentile".to_string(), c.percentile.to_string()),
-            ("n".to_string(), c.n.to_string()),
-            ("sigma".to_string(), c.sigma.to_string()),
-            ("seed".to_string(), c.seed.to_string()),
-            ("batch_size".to_string(), c.batch_size.to_string()),
-        ])
-    }
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
-        let target = prepare(model, inputs, target)?;
-        let m = self.magnitude(model, inputs, &target)?;
-        let a = cap(&m, self.config.percentile)?;
-        let mut e = Explanation::new(NAME, a, target).with_params(self.params());
-        if self.config.sigma > 0.0 {
-            e.seed = Some(self.config.seed);
-        }
-        Ok(e)
-    }
-}
-
-lumen_core::submit_method!(
-    NAME,
-    "|input × gradient|, averaged over noisy copies, capped at a percentile (template pack)",
-    PARAMS,
-    MethodProps { multiplies_input: true, ..MethodProps::NONE },
-    |a, _| Ok(Box::new(AbsInputXGradient::from_args(a)?)),
-);
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use lumen_core::candle::{DType, Device};
+    use lumen_core::Attributor;
     use lumen_core::candle_nn::VarBuilder;
     use lumen_core::model::{LayerKind, LayerSpec, ModelInfo, Network, NetworkModel};
     use std::collections::HashMap;
@@ -215,12 +177,12 @@ mod tests {
         // maximum, 2: a = (1, 0.4, 0.2). With p = 50 (nearest rank: 2nd of 3 sorted
         // values 0.4, 0.8, 2) the cap is 0.8: a = (1, 1, 0.5).
         let x = Tensor::new(&[[1f32, 0.2, 0.4]], &Device::Cpu).unwrap();
-        let m = AbsInputXGradient::new(AbsIxgConfig { percentile: 100.0, ..Default::default() }).unwrap();
+        let m = AbsInputXGradient::new(AbsInputXGradient { percentile: 100.0, ..Default::default() }).unwrap();
         let a = m.attribute(&model, &x, &Target::Class(0)).unwrap().attribution().to_vec2::<f32>().unwrap();
         for (got, want) in a[0].iter().zip([1.0, 0.4, 0.2]) {
             assert!((got - want).abs() < 1e-6, "{a:?}");
         }
-        let m = AbsInputXGradient::new(AbsIxgConfig { percentile: 50.0, ..Default::default() }).unwrap();
+        let m = AbsInputXGradient::new(AbsInputXGradient { percentile: 50.0, ..Default::default() }).unwrap();
         let a = m.attribute(&model, &x, &Target::Class(0)).unwrap().attribution().to_vec2::<f32>().unwrap();
         for (got, want) in a[0].iter().zip([1.0, 1.0, 0.5]) {
             assert!((got - want).abs() < 1e-6, "{a:?}");
@@ -234,7 +196,7 @@ mod tests {
         let model = tiny();
         let d = Device::Cpu;
         let x = Tensor::new(&[[1f32, 0.2, 0.4], [0.3, 0.9, 0.1]], &d).unwrap();
-        let cfg = AbsIxgConfig { percentile: 100.0, n: 5, sigma: 0.2, seed: 7, batch_size: 5 };
+        let cfg = AbsInputXGradient { percentile: 100.0, n: 5, sigma: 0.2, seed: 7, batch_size: 5 };
         let m = AbsInputXGradient::new(cfg.clone()).unwrap();
         let got = m.magnitude(&model, &x, &Target::Classes(vec![0, 1])).unwrap().to_vec2::<f32>().unwrap();
         // batch_size 5 with n = 5: one example per chunk, noise drawn in order.
@@ -262,7 +224,7 @@ mod tests {
         // same seed, same answer; another seed, another answer
         let again = m.magnitude(&model, &x, &Target::Classes(vec![0, 1])).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(got, again);
-        let other = AbsInputXGradient::new(AbsIxgConfig { seed: 8, ..cfg }).unwrap();
+        let other = AbsInputXGradient::new(AbsInputXGradient { seed: 8, ..cfg }).unwrap();
         let o = other.magnitude(&model, &x, &Target::Classes(vec![0, 1])).unwrap().to_vec2::<f32>().unwrap();
         assert_ne!(got, o);
     }
@@ -274,9 +236,9 @@ mod tests {
         assert_eq!(percentile(&v, 60.0), 3.0);
         assert_eq!(percentile(&v, 61.0), 4.0);
         assert_eq!(percentile(&v, 0.1), 1.0);
-        let e = AbsInputXGradient::new(AbsIxgConfig { percentile: 0.0, ..Default::default() }).unwrap_err();
+        let e = AbsInputXGradient::new(AbsInputXGradient { percentile: 0.0, ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("percentile"), "{e}");
-        let e = AbsInputXGradient::new(AbsIxgConfig { sigma: -1.0, ..Default::default() }).unwrap_err();
+        let e = AbsInputXGradient::new(AbsInputXGradient { sigma: -1.0, ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("sigma"), "{e}");
         // an all-zero map stays zero instead of dividing by zero
         let z = cap(&Tensor::zeros((1, 4), DType::F32, &Device::Cpu).unwrap(), 99.0).unwrap();

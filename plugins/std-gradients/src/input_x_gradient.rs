@@ -2,27 +2,12 @@
 //! the input.
 
 use lumen_core::candle::Tensor;
-use lumen_core::method::{chunks, gradient, prepare};
+use lumen_core::method::{gradient, per_chunk, prepare, Batched};
 use lumen_core::model::ForwardOptions;
-use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::{Args, Attributor, Classifier, Explanation, MethodProps, Result, Target};
-use std::collections::BTreeMap;
+use lumen_core::{Attributor, Classifier, Explanation, Method, MethodProps, Result, Target};
 
-/// Configuration of [`InputXGradient`].
-#[derive(Debug, Clone)]
-pub struct InputXGradientConfig {
-    /// Examples per backward pass.
-    pub batch_size: usize,
-}
-
-impl Default for InputXGradientConfig {
-    fn default() -> Self {
-        InputXGradientConfig { batch_size: 64 }
-    }
-}
-
-pub static PARAMS: &[ParamSpec] =
-    &[ParamSpec::new("batch_size", ParamKind::Int, "64", "examples per backward pass").max(lumen_core::params::MAX_BATCH_SIZE)];
+/// Configuration of [`InputXGradient`]: `batch_size`, examples per backward pass.
+pub type InputXGradientConfig = Batched;
 
 pub const PROPS: MethodProps = MethodProps { multiplies_input: true, ..MethodProps::NONE };
 
@@ -35,38 +20,27 @@ impl InputXGradient {
     pub fn new(config: InputXGradientConfig) -> Self {
         InputXGradient { config }
     }
-    pub fn from_args(a: &Args) -> Result<Self> {
-        Ok(Self::new(InputXGradientConfig { batch_size: a.positive("batch_size")? }))
-    }
 }
 
-impl Attributor for InputXGradient {
-    fn name(&self) -> &str {
-        "input_x_gradient"
+impl Method for InputXGradient {
+    const NAME: &'static str = "input_x_gradient";
+    const SUMMARY: &'static str = "input × gradient: the gradient multiplied element-wise by the input";
+    type Config = InputXGradientConfig;
+    const PROPS: MethodProps = PROPS;
+    fn new(config: InputXGradientConfig) -> Result<Self> {
+        Ok(InputXGradient { config })
     }
-    fn props(&self) -> MethodProps {
-        PROPS
+    fn config(&self) -> &InputXGradientConfig {
+        &self.config
     }
-    fn params(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("batch_size".to_string(), self.config.batch_size.to_string())])
-    }
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
         let target = prepare(model, inputs, target)?;
-        let mut parts = vec![];
-        for r in chunks(inputs.dim(0)?, self.config.batch_size) {
-            let x = inputs.narrow(0, r.start, r.len())?;
-            let g = gradient(model, &x, &target.select(r), ForwardOptions::default())?.grad;
-            parts.push((g * x)?);
-        }
-        let attr = Tensor::cat(&parts, 0)?;
-        Ok(Explanation::new("input_x_gradient", attr, target).with_params(self.params()))
+        let attr = per_chunk(inputs, self.config.batch_size, |r, x| {
+            let g = gradient(model, x, &target.select(r), ForwardOptions::default())?.grad;
+            Ok((g * x)?)
+        })?;
+        Ok(Explanation::new(Self::NAME, attr, target).with_params(self.params()))
     }
 }
 
-lumen_core::submit_method!(
-    "input_x_gradient",
-    "input × gradient: the gradient multiplied element-wise by the input",
-    PARAMS,
-    PROPS,
-    |a, _| Ok(Box::new(InputXGradient::from_args(a)?)),
-);
+lumen_core::submit_method!(InputXGradient);

@@ -11,17 +11,15 @@
 //! points are evaluated in chunks of `batch_size`.
 
 use crate::util::{example_ids, example_rngs, per_row, progress};
-use lumen_core::candle::{DType, Device, Tensor};
+use lumen_core::candle::{DType, Tensor};
 use lumen_core::method::{chunks, gradient, prepare};
 use lumen_core::model::ForwardOptions;
-use lumen_core::params::{ParamKind, ParamSpec};
 use lumen_core::target::objective;
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
+use lumen_core::{Attributor, Choice, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 use rand::Rng;
-use std::collections::BTreeMap;
 
 /// The quadrature along the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Choice)]
 pub enum Scheme {
     /// α_k = k/m, k = 0..m−1.
     RiemannLeft,
@@ -36,36 +34,6 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    pub const NAMES: &'static [&'static str] =
-        &["riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Scheme::RiemannLeft => "riemann_left",
-            Scheme::RiemannRight => "riemann_right",
-            Scheme::RiemannMiddle => "riemann_middle",
-            Scheme::Trapezoid => "trapezoid",
-            Scheme::GaussLegendre => "gauss_legendre",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Scheme> {
-        Ok(match s {
-            "riemann_left" => Scheme::RiemannLeft,
-            "riemann_right" => Scheme::RiemannRight,
-            "riemann_middle" => Scheme::RiemannMiddle,
-            "trapezoid" => Scheme::Trapezoid,
-            "gauss_legendre" => Scheme::GaussLegendre,
-            other => {
-                return Err(Error::bad_param(
-                    "integrated_gradients",
-                    "scheme",
-                    format!("'{other}' is not one of {}", Self::NAMES.join(", ")),
-                ))
-            }
-        })
-    }
-
     /// Nodes α_k ∈ [0, 1] and weights w_k (Σ w_k = 1) for `steps` gradient evaluations.
     pub fn nodes(self, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
         let bad = |r: &str| Error::bad_param("integrated_gradients", "steps", r);
@@ -173,17 +141,21 @@ impl Baseline {
 }
 
 /// Configuration of [`IntegratedGradients`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Config)]
 pub struct IntegratedGradientsConfig {
-    /// Gradient evaluations along each path.
+    /// gradient evaluations along the path
+    #[param(positive, max = 10_000)]
     pub steps: usize,
+    /// quadrature along the path
     pub scheme: Scheme,
-    /// Baselines; the attributions of several are averaged.
+    /// comma-separated baselines, averaged: zero, constant, blur, uniform, tensor
+    #[param(name = "baseline", with = baseline_param)]
     pub baselines: Vec<Baseline>,
-    /// Path points (examples × steps) per forward/backward pass.
-    pub batch_size: usize,
-    /// Seed of the uniform-noise baselines.
+    /// seed of the 'uniform' baselines
     pub seed: u64,
+    /// path points per forward/backward pass
+    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
+    pub batch_size: usize,
 }
 
 impl Default for IntegratedGradientsConfig {
@@ -198,43 +170,42 @@ impl Default for IntegratedGradientsConfig {
     }
 }
 
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("steps", ParamKind::Int, "50", "gradient evaluations along the path").max(10_000),
-    ParamSpec::new("scheme", ParamKind::Choice(Scheme::NAMES), "gauss_legendre", "quadrature along the path"),
-    ParamSpec::new(
-        "baseline",
-        ParamKind::Str,
-        "zero",
-        "comma-separated baselines, averaged: zero, constant, blur, uniform, tensor",
-    ),
-    ParamSpec::new("baseline_value", ParamKind::Float, "0", "value of the 'constant' baseline"),
-    ParamSpec::new("blur_sigma", ParamKind::Float, "5", "σ (pixels) of the 'blur' baseline's Gaussian"),
-    ParamSpec::new(
-        "baseline_tensor",
-        ParamKind::Tensor,
-        "",
-        "the 'tensor' baseline (.safetensors or .png): one input, or the whole batch",
-    ),
-    ParamSpec::new("seed", ParamKind::Int, "0", "seed of the 'uniform' baselines"),
-    ParamSpec::new("batch_size", ParamKind::Int, "64", "path points per forward/backward pass").max(lumen_core::params::MAX_BATCH_SIZE),
-];
+/// The `baseline` words and the parameters they read (`baseline_value`, `blur_sigma`,
+/// `baseline_tensor`): one config field, four parameters.
+mod baseline_param {
+    use super::Baseline;
+    use lumen_core::config::{leak, MethodBuilder};
+    use lumen_core::params::{Args, ParamKind, ParamSpec};
+    use lumen_core::candle::Device;
+    use lumen_core::{Error, Result};
+    use std::collections::BTreeMap;
 
-pub const PROPS: MethodProps = MethodProps { multiplies_input: true, completeness: true, ..MethodProps::NONE };
+    const CONSTANT: f64 = 0.0;
+    const BLUR_SIGMA: f64 = 5.0;
+    const WORDS: &str = "zero, constant, blur, uniform, tensor";
 
-#[derive(Debug, Clone, Default)]
-pub struct IntegratedGradients {
-    pub config: IntegratedGradientsConfig,
-}
-
-impl IntegratedGradients {
-    pub fn new(config: IntegratedGradientsConfig) -> Self {
-        IntegratedGradients { config }
+    fn words(b: &[Baseline]) -> String {
+        b.iter().map(|b| b.name()).collect::<Vec<_>>().join(",")
     }
 
-    pub fn from_args(a: &Args) -> Result<Self> {
-        let bad = |name: &str, r: String| Error::bad_param("integrated_gradients", name, r);
+    pub fn specs(name: &'static str, doc: &'static str, default: &[Baseline]) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::new(name, ParamKind::Str, leak(Some(words(default))), doc),
+            ParamSpec::new("baseline_value", ParamKind::Float, leak(Some(CONSTANT.to_string())), "value of the 'constant' baseline"),
+            ParamSpec::new("blur_sigma", ParamKind::Float, leak(Some(BLUR_SIGMA.to_string())), "σ (pixels) of the 'blur' baseline's Gaussian"),
+            ParamSpec::new(
+                "baseline_tensor",
+                ParamKind::Tensor,
+                "",
+                "the 'tensor' baseline (.safetensors or .png): one input, or the whole batch",
+            ),
+        ]
+    }
+
+    pub fn read(a: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<Vec<Baseline>> {
+        let bad = |p: &str, r: String| Error::bad_param(a.method(), p, r);
         let user = a.tensor("baseline_tensor", &Device::Cpu)?;
-        let words = if !a.is_set("baseline") && user.is_some() { "tensor".to_string() } else { a.string("baseline")? };
+        let words = if !a.is_set(name) && user.is_some() { "tensor".to_string() } else { a.string(name)? };
         let mut baselines = vec![];
         for w in words.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             baselines.push(match w {
@@ -249,32 +220,44 @@ impl IntegratedGradients {
                 }
                 "uniform" => Baseline::Uniform,
                 "tensor" => Baseline::Tensor(
-                    user.clone().ok_or_else(|| bad("baseline", "'tensor' needs baseline_tensor=PATH".into()))?,
+                    user.clone().ok_or_else(|| bad(name, "'tensor' needs baseline_tensor=PATH".into()))?,
                 ),
-                other => {
-                    return Err(bad(
-                        "baseline",
-                        format!("'{other}' is not one of zero, constant, blur, uniform, tensor"),
-                    ))
-                }
+                other => return Err(bad(name, format!("'{other}' is not one of {WORDS}"))),
             });
         }
         if baselines.is_empty() {
-            return Err(bad("baseline", "no baseline given".into()));
+            return Err(bad(name, "no baseline given".into()));
         }
-        let config = IntegratedGradientsConfig {
-            steps: a.positive("steps")?,
-            scheme: Scheme::parse(&a.string("scheme")?)?,
-            baselines,
-            batch_size: a.positive("batch_size")?,
-            seed: a.u64("seed")?,
-        };
-        // Reject e.g. trapezoid with 1 step now; the nodes themselves are computed
-        // when explaining, not at build time.
-        if config.scheme == Scheme::Trapezoid && config.steps < 2 {
-            return Err(bad("steps", "the trapezoid rule needs at least 2 steps".into()));
+        Ok(baselines)
+    }
+
+    /// The words, and the value of each word that reads one (a tensor is not recorded).
+    pub fn write(b: &[Baseline], name: &str, out: &mut BTreeMap<String, String>) {
+        out.insert(name.to_string(), words(b));
+        for b in b {
+            match b {
+                Baseline::Constant(v) => {
+                    out.insert("baseline_value".into(), v.to_string());
+                }
+                Baseline::Blur { sigma } => {
+                    out.insert("blur_sigma".into(), sigma.to_string());
+                }
+                _ => {}
+            }
         }
-        Ok(Self::new(config))
+    }
+}
+
+pub const PROPS: MethodProps = MethodProps { multiplies_input: true, completeness: true, ..MethodProps::NONE };
+
+#[derive(Debug, Clone, Default)]
+pub struct IntegratedGradients {
+    pub config: IntegratedGradientsConfig,
+}
+
+impl IntegratedGradients {
+    pub fn new(config: IntegratedGradientsConfig) -> Self {
+        IntegratedGradients { config }
     }
 
     /// The baseline batch for `xs` (same shape, dtype and device).
@@ -321,62 +304,28 @@ pub fn objective_values(model: &dyn Classifier, xs: &Tensor, target: &Target, ba
     Ok(out)
 }
 
-/// Gaussian blur over the spatial dims (the last two for `[B, C, H, W]`, the last for
-/// lower ranks), with edges replicated; σ in pixels.
-pub fn gaussian_blur(xs: &Tensor, sigma: f64) -> Result<Tensor> {
-    if sigma == 0.0 {
-        return Ok(xs.clone());
-    }
-    let dims = xs.dims().to_vec();
-    let rank = dims.len();
-    let (h, w) = if rank >= 4 { (dims[rank - 2], dims[rank - 1]) } else { (1, dims[rank - 1]) };
-    let r = (3.0 * sigma).ceil() as usize;
-    let mut k: Vec<f32> = (-(r as i64)..=r as i64).map(|i| (-((i * i) as f64) / (2.0 * sigma * sigma)).exp() as f32).collect();
-    let total: f32 = k.iter().sum();
-    k.iter_mut().for_each(|v| *v /= total);
-    let dev = xs.device();
-    let n = xs.elem_count() / (h * w);
-    let mut y = xs.to_dtype(DType::F32)?.reshape((n, 1, h, w))?;
-    let kw = Tensor::from_vec(k.clone(), (1, 1, 1, 2 * r + 1), dev)?;
-    y = y.pad_with_same(3, r, r)?.conv2d(&kw, 0, 1, 1, 1)?;
-    if h > 1 {
-        let kh = Tensor::from_vec(k, (1, 1, 2 * r + 1, 1), dev)?;
-        y = y.pad_with_same(2, r, r)?.conv2d(&kh, 0, 1, 1, 1)?;
-    }
-    Ok(y.reshape(dims)?.to_dtype(xs.dtype())?)
-}
+/// The blur baseline is core's shared Gaussian blur (DeepLIFT's blur reference too).
+pub use lumen_core::method::gaussian_blur;
 
-impl Attributor for IntegratedGradients {
-    fn name(&self) -> &str {
-        "integrated_gradients"
-    }
-    fn props(&self) -> MethodProps {
-        PROPS
-    }
-    fn params(&self) -> BTreeMap<String, String> {
-        let c = &self.config;
-        let mut p = BTreeMap::from([
-            ("steps".to_string(), c.steps.to_string()),
-            ("scheme".to_string(), c.scheme.name().to_string()),
-            ("baseline".to_string(), c.baselines.iter().map(|b| b.name()).collect::<Vec<_>>().join(",")),
-            ("batch_size".to_string(), c.batch_size.to_string()),
-            ("seed".to_string(), c.seed.to_string()),
-        ]);
-        for b in &c.baselines {
-            match b {
-                Baseline::Constant(v) => {
-                    p.insert("baseline_value".into(), v.to_string());
-                }
-                Baseline::Blur { sigma } => {
-                    p.insert("blur_sigma".into(), sigma.to_string());
-                }
-                _ => {}
-            }
+impl Method for IntegratedGradients {
+    const NAME: &'static str = "integrated_gradients";
+    const SUMMARY: &'static str =
+        "integrated gradients: path integral of the gradient from a baseline, with completeness delta";
+    type Config = IntegratedGradientsConfig;
+    const PROPS: MethodProps = PROPS;
+    fn new(config: IntegratedGradientsConfig) -> Result<Self> {
+        // Reject e.g. trapezoid with 1 step now; the nodes themselves are computed
+        // when explaining, not at build time.
+        if config.scheme == Scheme::Trapezoid && config.steps < 2 {
+            return Err(Error::bad_param(Self::NAME, "steps", "the trapezoid rule needs at least 2 steps"));
         }
-        p
+        Ok(IntegratedGradients { config })
+    }
+    fn config(&self) -> &IntegratedGradientsConfig {
+        &self.config
     }
 
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
         let target = prepare(model, inputs, target)?;
         let c = &self.config;
         let (alphas, weights) = c.scheme.nodes(c.steps)?;
@@ -433,17 +382,12 @@ impl Attributor for IntegratedGradients {
     }
 }
 
-lumen_core::submit_method!(
-    "integrated_gradients",
-    "integrated gradients: path integral of the gradient from a baseline, with completeness delta",
-    PARAMS,
-    PROPS,
-    |a, _| Ok(Box::new(IntegratedGradients::from_args(a)?)),
-);
+lumen_core::submit_method!(IntegratedGradients);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lumen_core::candle::Device;
 
     #[test]
     fn gauss_legendre_matches_known_rules() {

@@ -11,7 +11,7 @@ mod util;
 
 pub use input_x_gradient::{InputXGradient, InputXGradientConfig};
 pub use integrated_gradients::{Baseline, IntegratedGradients, IntegratedGradientsConfig, Scheme};
-pub use noise_tunnel::{Aggregation, NoiseTunnel, NoiseTunnelConfig};
+pub use noise_tunnel::{Aggregation, NoiseTunnel, NoiseTunnelConfig, SmoothGradConfig};
 pub use saliency::{Saliency, SaliencyConfig};
 
 /// Forces the linker to keep this pack's registrations when linked statically.

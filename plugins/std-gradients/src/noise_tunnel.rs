@@ -23,58 +23,39 @@
 use crate::util::{example_ids, example_rngs, progress};
 use lumen_core::candle::{DType, Tensor};
 use lumen_core::method::{chunks, prepare};
-use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Registry, Result, Target};
+use lumen_core::{Attributor, Choice, Classifier, Config, Error, Explanation, Method, MethodProps, Nested, Result, Target};
 use rand::Rng;
 use rand_distr::StandardNormal;
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How the maps of the noisy copies are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Choice)]
 pub enum Aggregation {
     /// Mean.
+    #[choice(name = "smoothgrad")]
     SmoothGrad,
     /// Mean of the squares.
+    #[choice(name = "smoothgrad_sq")]
     SmoothGradSq,
     /// Variance (population, `E[a²] − E[a]²`).
+    #[choice(name = "vargrad")]
     VarGrad,
 }
 
-impl Aggregation {
-    pub const NAMES: &'static [&'static str] = &["smoothgrad", "smoothgrad_sq", "vargrad"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Aggregation::SmoothGrad => "smoothgrad",
-            Aggregation::SmoothGradSq => "smoothgrad_sq",
-            Aggregation::VarGrad => "vargrad",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "smoothgrad" => Ok(Aggregation::SmoothGrad),
-            "smoothgrad_sq" => Ok(Aggregation::SmoothGradSq),
-            "vargrad" => Ok(Aggregation::VarGrad),
-            other => Err(Error::bad_param(
-                "smoothgrad",
-                "agg",
-                format!("'{other}' is not one of {}", Self::NAMES.join(", ")),
-            )),
-        }
-    }
-}
-
-/// Configuration of [`NoiseTunnel`].
-#[derive(Debug, Clone)]
+/// Configuration of [`NoiseTunnel`] (all but the inner method).
+#[derive(Debug, Clone, Config)]
 pub struct NoiseTunnelConfig {
+    /// aggregation of the noisy maps
     pub agg: Aggregation,
-    /// Noisy copies per example.
+    /// noisy copies per example
+    #[param(positive, max = 10_000)]
     pub n: usize,
-    /// Noise σ as a fraction of each input's (max − min).
+    /// noise σ as a fraction of the input's (max − min)
     pub sigma: f64,
+    /// noise seed
     pub seed: u64,
-    /// Noisy copies per call of the inner method.
+    /// noisy copies per call of the inner method
+    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
     pub batch_size: usize,
 }
 
@@ -84,80 +65,57 @@ impl Default for NoiseTunnelConfig {
     }
 }
 
-impl NoiseTunnelConfig {
-    pub fn from_args(a: &Args) -> Result<Self> {
-        let sigma = a.f64("sigma")?;
-        if sigma < 0.0 {
-            return Err(Error::bad_param("smoothgrad", "sigma", format!("must be ≥ 0, got {sigma}")));
-        }
-        Ok(NoiseTunnelConfig {
-            agg: Aggregation::parse(&a.string("agg")?)?,
-            n: a.positive("n")?,
-            sigma,
-            seed: a.u64("seed")?,
-            batch_size: a.positive("batch_size")?,
-        })
-    }
+/// The registered `smoothgrad` method's parameters: the inner method and the noise.
+#[derive(Debug, Clone, Config)]
+pub struct SmoothGradConfig {
+    /// the wrapped method; its parameters go as inner.NAME=VALUE
+    pub inner: Nested,
+    #[param(flatten)]
+    pub noise: NoiseTunnelConfig,
 }
 
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("inner", ParamKind::Method, "saliency", "the wrapped method; its parameters go as inner.NAME=VALUE"),
-    ParamSpec::new("agg", ParamKind::Choice(Aggregation::NAMES), "smoothgrad", "aggregation of the noisy maps"),
-    ParamSpec::new("n", ParamKind::Int, "50", "noisy copies per example").max(10_000),
-    ParamSpec::new("sigma", ParamKind::Float, "0.15", "noise σ as a fraction of the input's (max − min)"),
-    ParamSpec::new("seed", ParamKind::Int, "0", "noise seed"),
-    ParamSpec::new("batch_size", ParamKind::Int, "64", "noisy copies per call of the inner method").max(lumen_core::params::MAX_BATCH_SIZE),
-];
+impl Default for SmoothGradConfig {
+    fn default() -> Self {
+        SmoothGradConfig { inner: Nested::named("saliency"), noise: NoiseTunnelConfig::default() }
+    }
+}
 
 pub const PROPS: MethodProps = MethodProps { stochastic: true, wrapper: true, ..MethodProps::NONE };
 
 /// Noise around any attributor.
 pub struct NoiseTunnel {
-    pub inner: Box<dyn Attributor>,
-    pub config: NoiseTunnelConfig,
+    pub config: SmoothGradConfig,
 }
 
 impl NoiseTunnel {
     pub fn new(inner: Box<dyn Attributor>, config: NoiseTunnelConfig) -> Self {
-        NoiseTunnel { inner, config }
-    }
-
-    /// Builds the wrapper and its inner method (`inner`, with the `inner.*` parameters)
-    /// from the registry.
-    pub fn from_args(a: &Args, registry: &Registry) -> Result<Self> {
-        let name = a.string("inner")?;
-        let inner = registry.build_method(&name, &a.sub("inner"))?;
-        Ok(Self::new(inner, NoiseTunnelConfig::from_args(a)?))
+        NoiseTunnel { config: SmoothGradConfig { inner: Nested::built(Arc::from(inner)), noise: config } }
     }
 }
 
-impl Attributor for NoiseTunnel {
-    fn name(&self) -> &str {
-        "smoothgrad"
-    }
-    fn props(&self) -> MethodProps {
-        let i = self.inner.props();
+impl Method for NoiseTunnel {
+    const NAME: &'static str = "smoothgrad";
+    const SUMMARY: &'static str = SUMMARY;
+    type Config = SmoothGradConfig;
+    fn props_of(c: &SmoothGradConfig) -> MethodProps {
+        let i = c.inner.props();
         MethodProps { needs_rules: i.needs_rules, multiplies_input: i.multiplies_input, ..PROPS }
     }
-    fn params(&self) -> BTreeMap<String, String> {
-        let c = &self.config;
-        let mut p = BTreeMap::from([
-            ("inner".to_string(), self.inner.name().to_string()),
-            ("agg".to_string(), c.agg.name().to_string()),
-            ("n".to_string(), c.n.to_string()),
-            ("sigma".to_string(), c.sigma.to_string()),
-            ("seed".to_string(), c.seed.to_string()),
-            ("batch_size".to_string(), c.batch_size.to_string()),
-        ]);
-        for (k, v) in self.inner.params() {
-            p.insert(format!("inner.{k}"), v);
+    fn new(config: SmoothGradConfig) -> Result<Self> {
+        let sigma = config.noise.sigma;
+        if sigma < 0.0 {
+            return Err(Error::bad_param("smoothgrad", "sigma", format!("must be ≥ 0, got {sigma}")));
         }
-        p
+        config.inner.get()?;
+        Ok(NoiseTunnel { config })
     }
-
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+    fn config(&self) -> &SmoothGradConfig {
+        &self.config
+    }
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
         let target = prepare(model, inputs, target)?;
-        let c = &self.config;
+        let c = &self.config.noise;
+        let inner = self.config.inner.get()?;
         let (b, n, dev) = (inputs.dim(0)?, c.n, inputs.device());
         let inputs = inputs.detach();
         let d = inputs.elem_count() / b;
@@ -181,11 +139,11 @@ impl Attributor for NoiseTunnel {
             shape[0] = r.len();
             let noise = Tensor::from_vec(noise, shape, dev)?.to_dtype(inputs.dtype())?;
             let noisy = (inputs.index_select(&ids, 0)? + noise)?;
-            let ex = self.inner.attribute(model, &noisy, &target.select_repeated(n, r.clone()))?;
+            let ex = inner.attribute(model, &noisy, &target.select_repeated(n, r.clone()))?;
             let a = ex.attribution().detach();
             if a.dims() != noisy.dims() {
                 return Err(Error::shape(
-                    format!("{} to return a map of shape {:?}", self.inner.name(), noisy.dims()),
+                    format!("{} to return a map of shape {:?}", inner.name(), noisy.dims()),
                     format!("{:?}", a.dims()),
                 ));
             }
@@ -205,17 +163,13 @@ impl Attributor for NoiseTunnel {
         };
         let mut e = Explanation::new("smoothgrad", attr, target)
             .with_params(self.params())
-            .with_diag("inner_method", self.inner.name().to_string());
+            .with_diag("inner_method", inner.name().to_string());
         e.seed = Some(c.seed);
         Ok(e)
     }
 }
 
-lumen_core::submit_method!(
-    "smoothgrad",
-    "NoiseTunnel: SmoothGrad / SmoothGrad² / VarGrad around any method (inner=NAME, inner.PARAM=...)",
-    PARAMS,
-    PROPS,
-    |a, reg| Ok(Box::new(NoiseTunnel::from_args(a, reg)?)),
-);
+const SUMMARY: &str = "NoiseTunnel: SmoothGrad / SmoothGrad² / VarGrad around any method (inner=NAME, inner.PARAM=...)";
+
+lumen_core::submit_method!(NoiseTunnel);
 

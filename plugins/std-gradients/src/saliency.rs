@@ -3,27 +3,12 @@
 //! rendering options, not separate methods.
 
 use lumen_core::candle::Tensor;
-use lumen_core::method::{chunks, gradient, prepare};
+use lumen_core::method::{gradient, per_chunk, prepare, Batched};
 use lumen_core::model::ForwardOptions;
-use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::{Args, Attributor, Classifier, Explanation, MethodProps, Result, Target};
-use std::collections::BTreeMap;
+use lumen_core::{Attributor, Classifier, Explanation, Method, Result, Target};
 
-/// Configuration of [`Saliency`].
-#[derive(Debug, Clone)]
-pub struct SaliencyConfig {
-    /// Examples per backward pass.
-    pub batch_size: usize,
-}
-
-impl Default for SaliencyConfig {
-    fn default() -> Self {
-        SaliencyConfig { batch_size: 64 }
-    }
-}
-
-pub static PARAMS: &[ParamSpec] =
-    &[ParamSpec::new("batch_size", ParamKind::Int, "64", "examples per backward pass").max(lumen_core::params::MAX_BATCH_SIZE)];
+/// Configuration of [`Saliency`]: `batch_size`, examples per backward pass.
+pub type SaliencyConfig = Batched;
 
 #[derive(Debug, Clone, Default)]
 pub struct Saliency {
@@ -34,37 +19,28 @@ impl Saliency {
     pub fn new(config: SaliencyConfig) -> Self {
         Saliency { config }
     }
-    pub fn from_args(a: &Args) -> Result<Self> {
-        Ok(Saliency::new(SaliencyConfig { batch_size: a.positive("batch_size")? }))
-    }
 }
 
-impl Attributor for Saliency {
-    fn name(&self) -> &str {
-        "saliency"
+impl Method for Saliency {
+    const NAME: &'static str = "saliency";
+    const SUMMARY: &'static str = "vanilla gradient: the signed gradient of the target w.r.t. the input";
+    type Config = SaliencyConfig;
+    fn new(config: SaliencyConfig) -> Result<Self> {
+        Ok(Saliency { config })
     }
-    fn params(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("batch_size".to_string(), self.config.batch_size.to_string())])
+    fn config(&self) -> &SaliencyConfig {
+        &self.config
     }
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
         let target = prepare(model, inputs, target)?;
-        let mut parts = vec![];
-        for r in chunks(inputs.dim(0)?, self.config.batch_size) {
-            let x = inputs.narrow(0, r.start, r.len())?;
-            parts.push(gradient(model, &x, &target.select(r), ForwardOptions::default())?.grad);
-        }
-        let grad = Tensor::cat(&parts, 0)?;
-        Ok(Explanation::new("saliency", grad, target).with_params(self.params()))
+        let grad = per_chunk(inputs, self.config.batch_size, |r, x| {
+            Ok(gradient(model, x, &target.select(r), ForwardOptions::default())?.grad)
+        })?;
+        Ok(Explanation::new(Self::NAME, grad, target).with_params(self.params()))
     }
 }
 
-lumen_core::submit_method!(
-    "saliency",
-    "vanilla gradient: the signed gradient of the target w.r.t. the input",
-    PARAMS,
-    MethodProps::NONE,
-    |a, _| Ok(Box::new(Saliency::from_args(a)?)),
-);
+lumen_core::submit_method!(Saliency);
 
 #[cfg(test)]
 mod tests {

@@ -6,22 +6,25 @@ use crate::windows::{average, broadcast_channels, grid};
 use lumen_core::candle::{DType, Device, Tensor};
 use lumen_core::method::{chunks, prepare};
 use lumen_core::model::ForwardOptions;
-use lumen_core::params::{ParamKind, ParamSpec};
 use lumen_core::target::objective;
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
-use std::collections::BTreeMap;
+use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, Result, Target};
 
 /// Configuration of [`Occlusion`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Config)]
 pub struct OcclusionConfig {
-    /// Window `(h, w)`, over all channels.
+    /// window side, or h,w
+    #[param(with = pair)]
     pub window: (usize, usize),
+    /// stride, or sy,sx
+    #[param(with = pair)]
     pub strides: (usize, usize),
-    /// The value an occluded pixel takes when there is no baseline tensor.
+    /// value of occluded pixels
     pub baseline: f32,
-    /// A baseline image `[C, H, W]` (or `[1, C, H, W]`) whose window replaces the input's.
+    /// baseline image (.png/.safetensors) instead of a value
+    #[param(with = recorded_tensor)]
     pub baseline_tensor: Option<Tensor>,
-    /// Forward passes per batch.
+    /// forward passes per batch
+    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
     pub batch_size: usize,
 }
 
@@ -31,33 +34,47 @@ impl Default for OcclusionConfig {
     }
 }
 
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("window", ParamKind::FloatList, "4", "window side, or h,w"),
-    ParamSpec::new("strides", ParamKind::FloatList, "1", "stride, or sy,sx"),
-    ParamSpec::new("baseline", ParamKind::Float, "0", "value of occluded pixels"),
-    ParamSpec::new("baseline_tensor", ParamKind::Tensor, "", "baseline image (.png/.safetensors) instead of a value"),
-    ParamSpec::new("batch_size", ParamKind::Int, "256", "forward passes per batch").max(lumen_core::params::MAX_BATCH_SIZE),
-];
+/// `k` or `h,w`: one or two positive integers.
+mod pair {
+    use lumen_core::config::{leak, MethodBuilder};
+    use lumen_core::params::{Args, ParamKind, ParamSpec};
+    use lumen_core::{Error, Result};
+    use std::collections::BTreeMap;
 
-fn pair(a: &Args, name: &str) -> Result<(usize, usize)> {
-    let v = a.list(name)?;
-    let ok = |x: f64| x >= 1.0 && x.fract() == 0.0;
-    match v.as_slice() {
-        [k] if ok(*k) => Ok((*k as usize, *k as usize)),
-        [h, w] if ok(*h) && ok(*w) => Ok((*h as usize, *w as usize)),
-        _ => Err(Error::bad_param(a.method(), name, "expected one or two positive integers")),
+    pub fn specs(name: &'static str, doc: &'static str, d: &(usize, usize)) -> Vec<ParamSpec> {
+        let text = if d.0 == d.1 { d.0.to_string() } else { format!("{},{}", d.0, d.1) };
+        vec![ParamSpec::new(name, ParamKind::FloatList, leak(Some(text)), doc)]
+    }
+    pub fn read(a: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<(usize, usize)> {
+        let v = a.list(name)?;
+        let ok = |x: f64| x >= 1.0 && x.fract() == 0.0;
+        match v.as_slice() {
+            [k] if ok(*k) => Ok((*k as usize, *k as usize)),
+            [h, w] if ok(*h) && ok(*w) => Ok((*h as usize, *w as usize)),
+            _ => Err(Error::bad_param(a.method(), name, "expected one or two positive integers")),
+        }
+    }
+    pub fn write(v: &(usize, usize), name: &str, out: &mut BTreeMap<String, String>) {
+        out.insert(name.to_string(), format!("{},{}", v.0, v.1));
     }
 }
 
-impl OcclusionConfig {
-    pub fn from_args(a: &Args) -> Result<Self> {
-        Ok(OcclusionConfig {
-            window: pair(a, "window")?,
-            strides: pair(a, "strides")?,
-            baseline: a.f64("baseline")? as f32,
-            baseline_tensor: a.tensor("baseline_tensor", &Device::Cpu)?,
-            batch_size: a.positive("batch_size")?,
-        })
+/// A tensor parameter recorded by its shape (empty when not given).
+mod recorded_tensor {
+    use lumen_core::candle::Tensor;
+    use lumen_core::config::{MethodBuilder, ParamType};
+    use lumen_core::params::{Args, ParamSpec};
+    use lumen_core::Result;
+    use std::collections::BTreeMap;
+
+    pub fn specs(name: &'static str, doc: &'static str, d: &Option<Tensor>) -> Vec<ParamSpec> {
+        <Option<Tensor> as ParamType>::specs(name, doc, d)
+    }
+    pub fn read(a: &Args, name: &'static str, ctx: &dyn MethodBuilder) -> Result<Option<Tensor>> {
+        <Option<Tensor> as ParamType>::read(a, name, ctx)
+    }
+    pub fn write(v: &Option<Tensor>, name: &str, out: &mut BTreeMap<String, String>) {
+        out.insert(name.to_string(), v.as_ref().map(|t| format!("<tensor {:?}>", t.dims())).unwrap_or_default());
     }
 }
 
@@ -72,26 +89,19 @@ impl Occlusion {
     }
 }
 
-impl Attributor for Occlusion {
-    fn name(&self) -> &str {
-        "occlusion"
+impl Method for Occlusion {
+    const NAME: &'static str = "occlusion";
+    const SUMMARY: &'static str =
+        "occlusion: the drop of the target when a sliding window is set to a baseline, averaged per pixel";
+    type Config = OcclusionConfig;
+    fn new(config: OcclusionConfig) -> Result<Self> {
+        Ok(Occlusion { config })
+    }
+    fn config(&self) -> &OcclusionConfig {
+        &self.config
     }
 
-    fn params(&self) -> BTreeMap<String, String> {
-        let c = &self.config;
-        BTreeMap::from([
-            ("window".to_string(), format!("{},{}", c.window.0, c.window.1)),
-            ("strides".to_string(), format!("{},{}", c.strides.0, c.strides.1)),
-            ("baseline".to_string(), c.baseline.to_string()),
-            (
-                "baseline_tensor".to_string(),
-                c.baseline_tensor.as_ref().map(|t| format!("<tensor {:?}>", t.dims())).unwrap_or_default(),
-            ),
-            ("batch_size".to_string(), c.batch_size.to_string()),
-        ])
-    }
-
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
         let target = prepare(model, inputs, target)?;
         let (b, c, h, w) = inputs.dims4().map_err(|_| {
             Error::unsupported("occlusion", format!("inputs must be images [B, C, H, W], got {:?}", inputs.dims()))
@@ -151,10 +161,4 @@ impl Attributor for Occlusion {
     }
 }
 
-lumen_core::submit_method!(
-    "occlusion",
-    "occlusion: the drop of the target when a sliding window is set to a baseline, averaged per pixel",
-    PARAMS,
-    MethodProps::NONE,
-    |a, _| Ok(Box::new(Occlusion::new(OcclusionConfig::from_args(a)?))),
-);
+lumen_core::submit_method!(Occlusion);

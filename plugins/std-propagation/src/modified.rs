@@ -8,28 +8,16 @@
 //! as a method with one `submit_method!`.
 
 use lumen_core::candle::Tensor;
-use lumen_core::method::{chunks, gradient, prepare};
+use lumen_core::method::{gradient, per_chunk, prepare, Batched};
 use lumen_core::model::ForwardOptions;
-use lumen_core::params::{ParamKind, ParamSpec};
 use lumen_core::rules::presets;
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
+use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 use std::collections::BTreeMap;
 
-/// Configuration of [`ModifiedGradient`].
-#[derive(Debug, Clone)]
-pub struct ModifiedGradientConfig {
-    /// Examples per backward pass.
-    pub batch_size: usize,
-}
+/// Configuration of [`ModifiedGradient`]: `batch_size`, examples per backward pass.
+pub type ModifiedGradientConfig = Batched;
 
-impl Default for ModifiedGradientConfig {
-    fn default() -> Self {
-        ModifiedGradientConfig { batch_size: 64 }
-    }
-}
-
-pub static PARAMS: &[ParamSpec] =
-    &[ParamSpec::new("batch_size", ParamKind::Int, "64", "examples per backward pass").max(lumen_core::params::MAX_BATCH_SIZE)];
+const PROPS: MethodProps = MethodProps { needs_rules: true, ..MethodProps::NONE };
 
 /// The input gradient through a composite preset.
 #[derive(Debug, Clone)]
@@ -50,9 +38,6 @@ impl ModifiedGradient {
     pub fn deconvnet(config: ModifiedGradientConfig) -> Self {
         Self::new("deconvnet", "deconvnet", config)
     }
-    pub fn config_from_args(a: &Args) -> Result<ModifiedGradientConfig> {
-        Ok(ModifiedGradientConfig { batch_size: a.positive("batch_size")? })
-    }
 }
 
 impl Attributor for ModifiedGradient {
@@ -60,10 +45,10 @@ impl Attributor for ModifiedGradient {
         self.method
     }
     fn props(&self) -> MethodProps {
-        MethodProps { needs_rules: true, ..MethodProps::NONE }
+        PROPS
     }
     fn params(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("batch_size".to_string(), self.config.batch_size.to_string())])
+        self.config.to_params()
     }
     fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
         if model.network().is_none() {
@@ -77,32 +62,40 @@ impl Attributor for ModifiedGradient {
         }
         let target = prepare(model, inputs, target)?;
         let composite = presets::build(self.preset)?;
-        let mut parts = vec![];
-        for r in chunks(inputs.dim(0)?, self.config.batch_size) {
-            let x = inputs.narrow(0, r.start, r.len())?;
+        let grad = per_chunk(inputs, self.config.batch_size, |r, x| {
             let opts = ForwardOptions { composite: Some(&composite), ..Default::default() };
-            parts.push(gradient(model, &x, &target.select(r), opts)?.grad);
-        }
-        let grad = Tensor::cat(&parts, 0)?;
+            Ok(gradient(model, x, &target.select(r), opts)?.grad)
+        })?;
         Ok(Explanation::new(self.method, grad, target).with_params(self.params()))
     }
 }
 
-lumen_core::submit_method!(
-    "guided_backprop",
-    "Guided Backprop: gradient where ReLUs pass only positive signal at active units",
-    PARAMS,
-    MethodProps { needs_rules: true, ..MethodProps::NONE },
-    |a, _| Ok(Box::new(ModifiedGradient::guided_backprop(ModifiedGradient::config_from_args(a)?))),
-);
+/// Declares a registered method that is [`ModifiedGradient`] through one preset.
+macro_rules! preset_method {
+    ($ty:ident, $name:literal, $summary:literal) => {
+        #[doc = $summary]
+        pub struct $ty(pub ModifiedGradient);
+        impl Method for $ty {
+            const NAME: &'static str = $name;
+            const SUMMARY: &'static str = $summary;
+            type Config = ModifiedGradientConfig;
+            const PROPS: MethodProps = PROPS;
+            fn new(config: ModifiedGradientConfig) -> Result<Self> {
+                Ok($ty(ModifiedGradient::new($name, $name, config)))
+            }
+            fn config(&self) -> &ModifiedGradientConfig {
+                &self.0.config
+            }
+            fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+                self.0.attribute(model, inputs, target)
+            }
+        }
+        lumen_core::submit_method!($ty);
+    };
+}
 
-lumen_core::submit_method!(
-    "deconvnet",
-    "Deconvnet (Zeiler & Fergus): gradient where ReLUs pass relu(signal), ignoring the forward mask",
-    PARAMS,
-    MethodProps { needs_rules: true, ..MethodProps::NONE },
-    |a, _| Ok(Box::new(ModifiedGradient::deconvnet(ModifiedGradient::config_from_args(a)?))),
-);
+preset_method!(GuidedBackprop, "guided_backprop", "Guided Backprop: gradient where ReLUs pass only positive signal at active units");
+preset_method!(Deconvnet, "deconvnet", "Deconvnet (Zeiler & Fergus): gradient where ReLUs pass relu(signal), ignoring the forward mask");
 
 #[cfg(test)]
 mod tests;

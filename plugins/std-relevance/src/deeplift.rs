@@ -10,6 +10,7 @@ use lumen_core::model::{ForwardOptions, LayerKind, Network};
 use lumen_core::params::{ParamKind, ParamSpec};
 use lumen_core::rules::deeplift::{self as rules, OneHotNormalize};
 use lumen_core::rules::{Matcher, RuleCtx, RuleMap};
+use lumen_core::config::{read_choice, Choice};
 use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -17,9 +18,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The rule for nonlinearities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Choice)]
 pub enum DeepLiftRule {
     Rescale,
+    #[choice(name = "revealcancel")]
     RevealCancel,
 }
 
@@ -30,19 +32,18 @@ pub enum Reference {
     Constant(f64),
     /// Gaussian blur of the input with this σ in pixels (positions).
     Blur(f64),
-    /// The mean of a data set: of `reference_tensor`'s rows if given, else of the
-    /// MNIST-5k training images (for 28×28 inputs).
+    /// The mean of a data set: of `reference_tensor`'s rows, or of the `pool`.
     Mean,
     /// A user tensor: one reference `[...input]` for all inputs, or one per input.
     Tensor,
     /// Average the contributions over `n` references drawn (seeded) from
-    /// `reference_tensor`'s rows or the MNIST-5k training images (DeepLIFT-SHAP).
+    /// `reference_tensor`'s rows or the `pool` (DeepLIFT-SHAP).
     Distribution(usize),
 }
 
 /// Softmax outputs: explain the pre-softmax logits, mean-normalised across classes
 /// (2016 paper, eq. 21).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Choice)]
 pub enum SoftmaxMode {
     /// Normalise when the network ends in a softmax layer.
     Auto,
@@ -50,11 +51,24 @@ pub enum SoftmaxMode {
     Off,
 }
 
+/// Where `reference=mean|distribution` draws from without `reference_tensor`: named,
+/// never guessed from the model's input shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Choice)]
+pub enum Pool {
+    /// No pool: `reference_tensor` must be given.
+    None,
+    /// The bundled MNIST-5k training images (for `[1, 28, 28]` models).
+    #[choice(name = "mnist-train")]
+    MnistTrain,
+}
+
 #[derive(Debug, Clone)]
 pub struct DeepLiftConfig {
     pub rule: DeepLiftRule,
     pub reference: Reference,
     pub reference_tensor: Option<Tensor>,
+    /// The pool of `mean`/`distribution` when `reference_tensor` is not given.
+    pub pool: Pool,
     pub seed: u64,
     pub softmax: SoftmaxMode,
     /// §2.6 weight normalisation of the first layer, for one-hot inputs.
@@ -71,6 +85,7 @@ impl Default for DeepLiftConfig {
             rule: DeepLiftRule::Rescale,
             reference: Reference::Zero,
             reference_tensor: None,
+            pool: Pool::None,
             seed: 0,
             softmax: SoftmaxMode::Auto,
             onehot: false,
@@ -81,23 +96,26 @@ impl Default for DeepLiftConfig {
 }
 
 pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("rule", ParamKind::Choice(&["rescale", "revealcancel"]), "rescale", "rule for nonlinearities"),
+    ParamSpec::new("rule", ParamKind::Choice(DeepLiftRule::NAMES), "rescale", "rule for nonlinearities"),
     ParamSpec::new(
         "reference",
-        ParamKind::Choice(&["zero", "constant", "blur", "mean", "tensor", "distribution"]),
+        ParamKind::Choice(REFERENCES),
         "zero",
         "reference input",
     ),
     ParamSpec::new("value", ParamKind::Float, "0", "value of the constant reference"),
     ParamSpec::new("sigma", ParamKind::Float, "3", "σ (pixels) of the blurred reference"),
     ParamSpec::new("reference_tensor", ParamKind::Tensor, "", "user reference(s) or the pool for mean/distribution"),
+    ParamSpec::new("pool", ParamKind::Choice(Pool::NAMES), "none", "pool for mean/distribution without reference_tensor"),
     ParamSpec::new("n_references", ParamKind::Int, "16", "references drawn for reference=distribution").max(10_000),
     ParamSpec::new("seed", ParamKind::Int, "0", "seed for drawing references"),
-    ParamSpec::new("softmax", ParamKind::Choice(&["auto", "on", "off"]), "auto", "mean-normalise logits (eq. 21)"),
+    ParamSpec::new("softmax", ParamKind::Choice(SoftmaxMode::NAMES), "auto", "mean-normalise logits (eq. 21)"),
     ParamSpec::new("onehot", ParamKind::Bool, "false", "§2.6 first-layer normalisation for one-hot inputs"),
     ParamSpec::new("eps", ParamKind::Float, "1e-6", "|δx| below this falls back to the gradient"),
     ParamSpec::new("batch_size", ParamKind::Int, "32", "rows (inputs × references) per pass").max(lumen_core::params::MAX_BATCH_SIZE),
 ];
+
+const REFERENCES: &[&str] = &["zero", "constant", "blur", "mean", "tensor", "distribution"];
 
 #[derive(Debug, Clone, Default)]
 pub struct DeepLift {
@@ -110,10 +128,8 @@ impl DeepLift {
     }
 
     pub fn from_args(a: &Args) -> Result<Self> {
-        let rule = match a.string("rule")?.as_str() {
-            "revealcancel" => DeepLiftRule::RevealCancel,
-            _ => DeepLiftRule::Rescale,
-        };
+        // Unknown words are errors that list the choices, never a silent default.
+        let rule = read_choice::<DeepLiftRule>(a, "rule")?;
         let sigma = a.f64("sigma")?;
         let reference = match a.string("reference")?.as_str() {
             "constant" => Reference::Constant(a.f64("value")?),
@@ -122,17 +138,16 @@ impl DeepLift {
             "mean" => Reference::Mean,
             "tensor" => Reference::Tensor,
             "distribution" => Reference::Distribution(a.positive("n_references")?),
-            _ => Reference::Zero,
+            "zero" => Reference::Zero,
+            other => {
+                return Err(Error::bad_param("deeplift", "reference", format!("'{other}' is not one of {}", REFERENCES.join(", "))))
+            }
         };
         let reference_tensor = a.tensor("reference_tensor", &Device::Cpu)?;
         if matches!(reference, Reference::Tensor) && reference_tensor.is_none() {
             return Err(Error::bad_param("deeplift", "reference_tensor", "is required with reference=tensor"));
         }
-        let softmax = match a.string("softmax")?.as_str() {
-            "on" => SoftmaxMode::On,
-            "off" => SoftmaxMode::Off,
-            _ => SoftmaxMode::Auto,
-        };
+        let softmax = read_choice::<SoftmaxMode>(a, "softmax")?;
         let eps = a.f64("eps")?;
         if eps < 0.0 {
             return Err(Error::bad_param("deeplift", "eps", "must be ≥ 0"));
@@ -141,6 +156,7 @@ impl DeepLift {
             rule,
             reference,
             reference_tensor,
+            pool: read_choice::<Pool>(a, "pool")?,
             seed: a.u64("seed")?,
             softmax,
             onehot: a.bool("onehot")?,
@@ -222,10 +238,20 @@ impl DeepLift {
             }
             return Ok(Some(t));
         }
-        if model.info().input_shape == [1, 28, 28] {
-            return Ok(Some(Mnist::load()?.all(Split::Train, dev)?.0));
+        match self.config.pool {
+            Pool::MnistTrain => {
+                let shape = &model.info().input_shape;
+                if shape[..] != [1, 28, 28] {
+                    return Err(Error::bad_param(
+                        "deeplift",
+                        "pool",
+                        format!("mnist-train holds [1, 28, 28] images; model '{}' takes {shape:?}", model.info().name),
+                    ));
+                }
+                Ok(Some(Mnist::load()?.all(Split::Train, dev)?.0))
+            }
+            Pool::None => Ok(None),
         }
-        Ok(None)
     }
 
     /// Explains one chunk: (contributions `[b, ...]`, Σ C `[b]`, δ `[b]`).
@@ -260,10 +286,7 @@ impl DeepLift {
         let obj = objective(model, &batch, &both, opts, normalise)?;
         let (oi, or) = (obj.narrow(0, 0, n)?, obj.narrow(0, n, n)?);
         let grads = oi.sum_all()?.backward()?;
-        let m = match grads.get(var.as_tensor()) {
-            Some(g) => g.clone(),
-            None => xr.zeros_like()?,
-        };
+        let m = lumen_core::method::grad_or_zeros(&grads, var.as_tensor())?;
         let c = (m * (&xr - &refs)?)?;
         let mut shape = vec![b, r];
         shape.extend(&xs.dims()[1..]);
@@ -278,7 +301,7 @@ fn no_pool(kind: &str, shape: &[usize]) -> Error {
     Error::bad_param(
         "deeplift",
         "reference_tensor",
-        format!("reference={kind} needs a pool of examples [N, {shape:?}] (only MNIST-shaped models have a default)"),
+        format!("reference={kind} needs reference_tensor=PATH, a pool of examples [N, {shape:?}] (or pool=mnist-train for MNIST models)"),
     )
 }
 
@@ -309,43 +332,14 @@ fn objective(model: &dyn Classifier, xs: &Tensor, target: &Target, opts: Forward
     }
 }
 
-/// Gaussian blur over the spatial dims (the last one for `[B, C, L]`, the last two
-/// for `[B, C, H, W]`), clamping at the borders.
+/// The blurred reference: core's Gaussian blur (the one IG's blur baseline uses),
+/// for `[B, C, L]` or `[B, C, H, W]` inputs.
 pub fn gaussian_blur(xs: &Tensor, sigma: f64) -> Result<Tensor> {
-    let dims = xs.dims().to_vec();
+    let dims = xs.dims();
     if dims.len() < 3 {
         return Err(Error::shape("[B, C, L] or [B, C, H, W] for a blurred reference", format!("{dims:?}")));
     }
-    let radius = (3.0 * sigma).ceil().max(1.0) as isize;
-    let mut k: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32).collect();
-    let s: f32 = k.iter().sum();
-    k.iter_mut().for_each(|v| *v /= s);
-    let (h, w) = if dims.len() == 4 { (dims[2], dims[3]) } else { (1, dims[dims.len() - 1]) };
-    let planes = dims.iter().product::<usize>() / (h * w);
-    let mut v = xs.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let mut tmp = vec![0f32; h * w];
-    let blur = |src: &[f32], dst: &mut [f32], len: usize, step: usize, count: usize, stride: usize| {
-        for c in 0..count {
-            for i in 0..len {
-                let mut acc = 0f32;
-                for (t, kv) in k.iter().enumerate() {
-                    let j = (i as isize + t as isize - radius).clamp(0, len as isize - 1) as usize;
-                    acc += kv * src[c * stride + j * step];
-                }
-                dst[c * stride + i * step] = acc;
-            }
-        }
-    };
-    for p in 0..planes {
-        let plane = &mut v[p * h * w..(p + 1) * h * w];
-        blur(plane, &mut tmp, w, 1, h, w); // along rows
-        if h > 1 {
-            blur(&tmp, plane, h, w, w, 1); // along columns
-        } else {
-            plane.copy_from_slice(&tmp);
-        }
-    }
-    Ok(Tensor::from_vec(v, dims, xs.device())?.to_dtype(xs.dtype())?)
+    lumen_core::method::gaussian_blur(xs, sigma)
 }
 
 /// When the network ends in a softmax: the layer that feeds it.
@@ -386,9 +380,9 @@ impl Attributor for DeepLift {
             Reference::Distribution(n) => ("distribution", Some(("n_references", n.to_string()))),
         };
         let mut p = BTreeMap::from([
-            ("rule".to_string(), if c.rule == DeepLiftRule::Rescale { "rescale" } else { "revealcancel" }.to_string()),
+            ("rule".to_string(), c.rule.name().to_string()),
             ("reference".to_string(), reference.to_string()),
-            ("softmax".to_string(), format!("{:?}", c.softmax).to_lowercase()),
+            ("softmax".to_string(), c.softmax.name().to_string()),
             ("onehot".to_string(), c.onehot.to_string()),
             ("eps".to_string(), c.eps.to_string()),
             ("batch_size".to_string(), c.batch_size.to_string()),
@@ -396,6 +390,10 @@ impl Attributor for DeepLift {
         ]);
         if let Some((k, v)) = extra {
             p.insert(k.to_string(), v);
+        }
+        // Only where it is read, so other configs keep their recorded keys.
+        if matches!(c.reference, Reference::Mean | Reference::Distribution(_)) && c.reference_tensor.is_none() {
+            p.insert("pool".into(), c.pool.name().to_string());
         }
         p
     }
@@ -446,13 +444,36 @@ lumen_core::submit_method!(
     "deeplift",
     "DeepLIFT: contributions m·(x − ref) with Rescale or RevealCancel multipliers",
     PARAMS,
-    MethodProps { multiplies_input: true, completeness: true, needs_rules: true, stochastic: true, wrapper: false },
+    // The default config's props, as `props()` computes them (not a second copy).
+    DeepLift::default().props(),
     |a, _| Ok(Box::new(DeepLift::from_args(a)?)),
 );
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lumen_core::Params;
+
+    /// Words are checked (no silent default), the MNIST pool is asked for by name,
+    /// and the props follow the config instead of a static copy.
+    #[test]
+    fn words_are_checked_and_props_follow_the_config() {
+        let build = |p: Params| Args::new("deeplift", PARAMS, &p).and_then(|a| DeepLift::from_args(&a));
+        let e = build(Params::new().with("rule", "revealcancle")).unwrap_err().to_string();
+        assert!(e.contains("revealcancle") && e.contains("rescale, revealcancel"), "{e}");
+        let e = build(Params::new().with("pool", "imagenet")).unwrap_err().to_string();
+        assert!(e.contains("'pool'") && e.contains("none, mnist-train"), "{e}");
+        let e = build(Params::new().with("softmax", "yes")).unwrap_err().to_string();
+        assert!(e.contains("auto, on, off"), "{e}");
+        assert!(!DeepLift::default().props().stochastic);
+        let d = build(Params::new().with("reference", "distribution").with("pool", "mnist-train")).unwrap();
+        assert!(d.props().stochastic);
+        assert_eq!(d.params()["pool"], "mnist-train");
+        // configs that never read the pool keep their recorded keys
+        let p = build(Params::new()).unwrap().params();
+        assert!(!p.contains_key("pool"));
+        assert_eq!((p["rule"].as_str(), p["softmax"].as_str()), ("rescale", "auto"));
+    }
 
     /// A single 1 in the middle of a 1-D signal blurs into the normalised kernel.
     #[test]

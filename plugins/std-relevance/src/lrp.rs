@@ -7,21 +7,24 @@ use lumen_core::candle::{Tensor, Var};
 use lumen_core::method::{chunks, prepare};
 use lumen_core::model::network::per_channel;
 use lumen_core::model::{ForwardOptions, LayerKind, Network, Node};
-use lumen_core::params::{ParamKind, ParamSpec};
 use lumen_core::rules::{grad_hook, lrp as rules, presets, Composite, NodeInfo, Rule, RuleCtx, RuleMap};
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
-use std::collections::BTreeMap;
+use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 use std::sync::Arc;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Config)]
 pub struct LrpConfig {
-    /// A registered composite preset (`lrp_epsilon`, `lrp_composite_epsilon_gamma_box`, ...).
+    /// composite preset (lrp_* in `lumen list`)
     pub composite: String,
+    /// ε of LRP-ε
     pub epsilon: f64,
+    /// γ of LRP-γ
     pub gamma: f64,
-    /// z^B bounds in raw input units; `None` takes the model's input range.
+    /// z^B lower bound (default: the model's input range)
     pub low: Option<f64>,
+    /// z^B upper bound (default: the model's input range)
     pub high: Option<f64>,
+    /// examples per pass
+    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
     pub batch_size: usize,
 }
 
@@ -38,14 +41,8 @@ impl Default for LrpConfig {
     }
 }
 
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("composite", ParamKind::Str, "lrp_epsilon", "composite preset (lrp_* in `lumen list`)"),
-    ParamSpec::new("epsilon", ParamKind::Float, "1e-6", "ε of LRP-ε"),
-    ParamSpec::new("gamma", ParamKind::Float, "0.25", "γ of LRP-γ"),
-    ParamSpec::new("low", ParamKind::Float, "", "z^B lower bound (default: the model's input range)"),
-    ParamSpec::new("high", ParamKind::Float, "", "z^B upper bound (default: the model's input range)"),
-    ParamSpec::new("batch_size", ParamKind::Int, "32", "examples per pass").max(lumen_core::params::MAX_BATCH_SIZE),
-];
+pub const PROPS: MethodProps =
+    MethodProps { multiplies_input: true, completeness: false, needs_rules: true, stochastic: false, wrapper: false };
 
 #[derive(Debug, Clone, Default)]
 pub struct Lrp {
@@ -94,28 +91,6 @@ impl Lrp {
         Lrp { config }
     }
 
-    pub fn from_args(a: &Args) -> Result<Self> {
-        let composite = a.string("composite")?;
-        presets::build(&composite).map_err(|e| Error::bad_param("lrp", "composite", e.to_string()))?;
-        let epsilon = a.f64("epsilon")?;
-        let gamma = a.f64("gamma")?;
-        if epsilon < 0.0 {
-            return Err(Error::bad_param("lrp", "epsilon", "must be ≥ 0"));
-        }
-        if gamma < 0.0 {
-            return Err(Error::bad_param("lrp", "gamma", "must be ≥ 0"));
-        }
-        let opt = |n: &str| -> Result<Option<f64>> { if a.is_set(n) { Ok(Some(a.f64(n)?)) } else { Ok(None) } };
-        Ok(Lrp::new(LrpConfig {
-            composite,
-            epsilon,
-            gamma,
-            low: opt("low")?,
-            high: opt("high")?,
-            batch_size: a.positive("batch_size")?,
-        }))
-    }
-
     /// The rule options, with the z^B bounds mapped into the network's (normalised)
     /// input space, per channel.
     fn ctx(&self, model: &dyn Classifier) -> RuleCtx {
@@ -150,30 +125,26 @@ fn output_layer(net: &Network) -> Result<(String, Option<String>)> {
     Ok((last.name.clone(), None))
 }
 
-impl Attributor for Lrp {
-    fn name(&self) -> &str {
-        "lrp"
-    }
-    fn props(&self) -> MethodProps {
-        MethodProps { multiplies_input: true, completeness: false, needs_rules: true, stochastic: false, wrapper: false }
-    }
-    fn params(&self) -> BTreeMap<String, String> {
-        let c = &self.config;
-        let mut p = BTreeMap::from([
-            ("composite".to_string(), c.composite.clone()),
-            ("epsilon".to_string(), c.epsilon.to_string()),
-            ("gamma".to_string(), c.gamma.to_string()),
-            ("batch_size".to_string(), c.batch_size.to_string()),
-        ]);
-        if let Some(l) = c.low {
-            p.insert("low".into(), l.to_string());
+impl Method for Lrp {
+    const NAME: &'static str = "lrp";
+    const SUMMARY: &'static str =
+        "layer-wise relevance propagation with a composite of LRP rules (ε, γ, z⁺, αβ, flat, z^B)";
+    type Config = LrpConfig;
+    const PROPS: MethodProps = PROPS;
+    fn new(config: LrpConfig) -> Result<Self> {
+        presets::build(&config.composite).map_err(|e| Error::bad_param("lrp", "composite", e.to_string()))?;
+        if config.epsilon < 0.0 {
+            return Err(Error::bad_param("lrp", "epsilon", "must be ≥ 0"));
         }
-        if let Some(h) = c.high {
-            p.insert("high".into(), h.to_string());
+        if config.gamma < 0.0 {
+            return Err(Error::bad_param("lrp", "gamma", "must be ≥ 0"));
         }
-        p
+        Ok(Lrp { config })
     }
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+    fn config(&self) -> &LrpConfig {
+        &self.config
+    }
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
         model.network().ok_or_else(|| {
             Error::unsupported("lrp", format!("model '{}' is not built from the explainable layer vocabulary", model.info().name))
         })?;
@@ -221,10 +192,7 @@ fn relevance_with_objective(
     let opts = ForwardOptions { composite: Some(&composite), stop_after, ctx, ..Default::default() };
     let (obj, _) = lumen_core::target::objective(model, var.as_tensor(), target, opts)?;
     let grads = obj.sum_all()?.backward()?;
-    let mut rel = match grads.get(var.as_tensor()) {
-        Some(g) => g.clone(),
-        None => x.zeros_like()?,
-    };
+    let mut rel = lumen_core::method::grad_or_zeros(&grads, var.as_tensor())?;
     // The backward pass crosses the model's input normalisation as a gradient
     // (÷ std); relevance is conserved through it, so undo the scaling.
     if let Some(n) = model.info().card.as_ref().and_then(|c| c.normalization.as_ref()) {
@@ -234,10 +202,4 @@ fn relevance_with_objective(
     Ok((rel, obj.detach().to_vec1::<f32>()?))
 }
 
-lumen_core::submit_method!(
-    "lrp",
-    "layer-wise relevance propagation with a composite of LRP rules (ε, γ, z⁺, αβ, flat, z^B)",
-    PARAMS,
-    MethodProps { multiplies_input: true, completeness: false, needs_rules: true, stochastic: false, wrapper: false },
-    |a, _| Ok(Box::new(Lrp::from_args(a)?)),
-);
+lumen_core::submit_method!(Lrp);
