@@ -13,7 +13,6 @@ use lumen_core::candle::{DType, Tensor, Var};
 use lumen_core::method::{chunks, prepare};
 use lumen_core::model::{ForwardOptions, LayerKind};
 use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::rules::presets;
 use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
 use std::collections::BTreeMap;
 
@@ -160,7 +159,8 @@ pub fn attentive_responses(
     }
     let rows: Vec<(u32, usize)> =
         classes.iter().enumerate().flat_map(|(i, cs)| cs.iter().map(move |c| (i as u32, *c))).collect();
-    let composite = presets::build("deconvnet")?;
+    // Zeiler's deconvnet rules, from the pack that owns them (an explicit dependency).
+    let composite = lumen_std_propagation::rules::deconvnet();
     let dev = xs.device();
     let mut parts = Vec::new();
     for r in chunks(rows.len(), batch_size) {

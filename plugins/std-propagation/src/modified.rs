@@ -1,17 +1,17 @@
 //! Guided Backprop (Springenberg et al. 2015) and Deconvnet (Zeiler & Fergus 2014):
 //! the input gradient of the target through the `guided_backprop` / `deconvnet`
-//! presets. Both only change the backward of ReLUs (see `lumen_core::rules::guided`);
+//! presets. Both only change the backward of ReLUs (see [`crate::rules`]);
 //! max-pools route through their forward switches and convolutions are transposed,
 //! which is the ordinary gradient.
 //!
-//! [`ModifiedGradient`] works with any preset, so a pack can expose another rule map
-//! as a method with one `submit_method!`.
+//! [`ModifiedGradient`] works with any preset of this pack, so another rule map is
+//! exposed as a method with one `submit_method!`.
 
 use lumen_core::candle::Tensor;
 use lumen_core::method::{chunks, gradient, prepare};
 use lumen_core::model::ForwardOptions;
 use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::rules::presets;
+use crate::rules;
 use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
 use std::collections::BTreeMap;
 
@@ -40,7 +40,7 @@ pub struct ModifiedGradient {
 }
 
 impl ModifiedGradient {
-    /// `method` is the name reported in explanations; `preset` a registered composite.
+    /// `method` is the name reported in explanations; `preset` one of this pack's composites.
     pub fn new(method: &'static str, preset: &'static str, config: ModifiedGradientConfig) -> Self {
         ModifiedGradient { method, preset, config }
     }
@@ -76,7 +76,7 @@ impl Attributor for ModifiedGradient {
             ));
         }
         let target = prepare(model, inputs, target)?;
-        let composite = presets::build(self.preset)?;
+        let composite = rules::preset(self.preset)?;
         let mut parts = vec![];
         for r in chunks(inputs.dim(0)?, self.config.batch_size) {
             let x = inputs.narrow(0, r.start, r.len())?;
