@@ -6,6 +6,7 @@
 pub mod autograd;
 pub mod data;
 pub mod device;
+pub mod entry;
 pub mod error;
 pub mod explanation;
 pub mod generator;

@@ -3,13 +3,11 @@
 //!
 //! Inside a pack, items are declared with the `submit_*!` macros, which put the pack's
 //! name in their `pack` field, so a host can register one pack's items at a time and
-//! say where each came from. All kinds share one table ([`table`]); this file holds
+//! say where each came from. All kinds share one table ([`crate::entry`]); this file holds
 //! the entry types of core's kinds and the guarded calls into them.
 
-mod table;
-
+pub use crate::entry::{collect, kinds, AnyEntry, Entry, Kind, Origin, PackItems, Slot, Table};
 pub use crate::guard::{guard, guard_with, panic_message};
-pub use table::{collect, kinds, AnyEntry, Entry, Kind, Origin, PackItems, Slot, Table};
 
 use crate::generator::Generator;
 use crate::method::{Attributor, MethodProps};

@@ -2,7 +2,7 @@
 
 use super::{InfoFn, PackInfo, RegisterFn, ABI_VERSION, ANCHOR, FINGERPRINT, INFO_PREFIX, REGISTER_PREFIX};
 use crate::guard::guard;
-use crate::registry::PackItems;
+use crate::entry::PackItems;
 use crate::{Error, Registry};
 use std::collections::HashSet;
 use std::ffi::{c_char, CString};

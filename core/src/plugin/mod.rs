@@ -22,7 +22,7 @@
 //!    pack whose fingerprint differs is refused before any Rust call.
 //! 4. **Items belong to a library, not to a name.** A library's inventory items enter
 //!    the process-wide lists when `dlopen` runs its constructors, before any check.
-//!    The linked set ([`PackItems::linked`](crate::registry::PackItems::linked)) is
+//!    The linked set ([`PackItems::linked`](crate::entry::PackItems::linked)) is
 //!    fixed before the first `dlopen`. The loader snapshots the lists' item addresses before `dlopen` and attributes
 //!    every new address to that library; the host registers those items itself, and
 //!    only after the library passed every check, under the pack name the checks

@@ -11,7 +11,7 @@
 //! composite is a value ([`LrpComposite`]: a rule choice for the first layer, the
 //! convs and the dense layers) built with the numbers of an [`LrpSettings`].
 
-use super::deeplift::{MaxRoute, MaxRouting};
+use super::deeplift::MaxRoute;
 use lumen_core::candle::Tensor;
 use lumen_core::model::network::per_channel;
 use lumen_core::model::{LayerKind, Node};
@@ -212,6 +212,7 @@ fn term(m: Tensor, w: Tensor, b: Option<Tensor>, sign: f64) -> Term {
 macro_rules! lrp_rule {
     ($ty:ty, $label:expr, |$self_:ident, $node:ident, $p:ident| $body:block) => {
         impl Rule for $ty {
+            #[allow(unused_variables)] // most labels do not read the rule
             fn name(&self) -> &str {
                 let $self_ = self;
                 $label

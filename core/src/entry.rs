@@ -1,4 +1,4 @@
-//! The generic part of the registry: one [`Entry`] trait for every item kind, one
+//! The generic registry table: one [`Entry`] trait for every item kind, one
 //! type-erased item ([`AnyEntry`]), one list type ([`PackItems`]) and one table
 //! ([`Table`]) with one duplicate check and one insert loop.
 //!
@@ -14,6 +14,9 @@
 //! 4. Typed access is generic: `reg.entries::<MyEntry>()`, `reg.entry::<MyEntry>(name)`;
 //!    calls into the entry's fns go through [`crate::guard::guard`] with the item's
 //!    origin pack (see `Registry::build_method` for the pattern).
+//!
+//! This module sits below every kind and below the [`Registry`](crate::Registry), so
+//! kinds can live anywhere in core without a module cycle.
 //!
 //! The struct must live in a crate inside the shared runtime (lumen-core) for items
 //! of plugin packs to land in the host's lists.
@@ -50,7 +53,7 @@ pub fn collect<T: Entry + inventory::Collect>() -> Vec<AnyEntry> {
 #[macro_export]
 macro_rules! entry_kind {
     ($ty:ty, $kind:literal, $rank:expr) => {
-        impl $crate::registry::Entry for $ty {
+        impl $crate::entry::Entry for $ty {
             const KIND: &'static str = $kind;
             fn name(&self) -> &'static str {
                 self.name
@@ -64,7 +67,7 @@ macro_rules! entry_kind {
         }
         $crate::inventory::collect!($ty);
         $crate::inventory::submit! {
-            $crate::registry::Kind { name: $kind, rank: $rank, collect: $crate::registry::collect::<$ty> }
+            $crate::entry::Kind { name: $kind, rank: $rank, collect: $crate::entry::collect::<$ty> }
         }
     };
 }
