@@ -6,8 +6,8 @@ use lumen_core::candle::{DType, Device, Tensor};
 use lumen_core::candle_nn::VarBuilder;
 use lumen_core::model::network::init_params;
 use lumen_core::model::{LayerKind as K, LayerSpec as L, ModelInfo, Network, NetworkModel};
-use lumen_core::rules::lrp::{lrp_composite, LrpRule};
 use lumen_core::rules::RuleCtx;
+use lumen_std_relevance::rules::lrp::{lrp_composite, LrpRule, LrpSettings};
 use lumen_core::{Attributor, Classifier, Explanation, Target};
 use lumen_std_relevance::deeplift::{DeepLift, DeepLiftConfig, DeepLiftRule, Reference};
 use lumen_std_relevance::lrp::{Lrp, LrpConfig};
@@ -344,11 +344,8 @@ fn lrp_rules_match_naive_formulas() {
         let r1 = naive_lrp_layer(&layers[1], &a1, &r2, rest, eps, gamma, lo, hi);
         let r0 = naive_lrp_layer(&layers[0], &a0, &r1, first, eps, gamma, lo, hi);
         let want: Vec<f32> = r0.iter().map(|v| *v as f32).collect();
-        let map = lrp_composite("t", Some(first), rest, rest);
-        let mut ctx = RuleCtx::default();
-        for (k, v) in [("epsilon", eps), ("gamma", gamma), ("low", lo), ("high", hi)] {
-            ctx.options.insert(k.into(), v);
-        }
+        let map = lrp_composite("t", Some(first), rest, rest, &LrpSettings::new(eps, gamma, lo, hi));
+        let ctx = RuleCtx::default();
         let got = lumen_std_relevance::lrp::relevance(&m, &x, &Target::Class(1), &map, ctx).unwrap();
         let got = flat(&got);
         let scale = want.iter().fold(0f32, |s, v| s.max(v.abs()));
@@ -401,7 +398,9 @@ fn methods_are_registered_and_reject_black_boxes() {
     for name in ["deeplift", "lrp", "genomics-cnn", "revealcancel", "composite"] {
         assert!(s.contains(name), "{name} missing from lumen list:\n{s}");
     }
-    let names: Vec<&str> = lumen_core::rules::presets::all().iter().map(|e| e.name).collect();
+    lumen_std_relevance::link();
+    let reg = lumen_core::Registry::from_inventory().unwrap();
+    let names: Vec<&str> = reg.composites().map(|(e, _)| e.name).collect();
     for n in ["deeplift_rescale", "deeplift_revealcancel", "lrp_epsilon", "lrp_composite_epsilon_gamma_box", "lrp_alpha2beta1"] {
         assert!(names.contains(&n), "{n} not in {names:?}");
     }

@@ -17,6 +17,7 @@ mod script;
 mod relevance;
 mod plugins;
 mod loader;
+mod registry;
 mod eval;
 mod present;
 mod shard;

@@ -27,6 +27,7 @@ pub fn run(a: ListArgs, _device: &Device) -> anyhow::Result<()> {
             "generators": reg.generators().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary})).collect::<Vec<_>>(),
             "samplers": reg.samplers().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary, "params": params_json(e.params)})).collect::<Vec<_>>(),
             "metrics": reg.metrics().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary, "higher_is_better": e.higher_is_better, "params": params_json(e.params)})).collect::<Vec<_>>(),
+            "composites": reg.composites().map(|(e, o)| serde_json::json!({"name": e.name, "origin": o.to_string(), "summary": e.summary})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -63,6 +64,10 @@ pub fn run(a: ListArgs, _device: &Device) -> anyhow::Result<()> {
         let dir = if said { String::new() } else { format!(" ({better})") };
         println!("  {:<24} {}{dir}  [{}]", e.name, e.summary, o);
         show_params(e.params);
+    }
+    println!("composites:");
+    for (e, o) in reg.composites() {
+        println!("  {:<24} {}  [{}]", e.name, e.summary, o);
     }
     Ok(())
 }

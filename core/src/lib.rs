@@ -1,16 +1,20 @@
-//! lumen-core: the traits, explainable layers, rules, registry and rendering that
-//! lumen's method packs build on. Core knows no attribution method: every method
-//! lives in a pack and reaches the host through the [`registry`].
+//! lumen-core: the traits, the explainable graph and its rule hooks, the registry and
+//! the plugin loader that lumen's method packs build on. Core knows no attribution
+//! method and no rule: every method lives in a pack and reaches the host through the
+//! [`registry`] (see ARCHITECTURE.md at the repository root).
 
 // The derives name `::lumen_core`, so they also work inside this crate.
 extern crate self as lumen_core;
 
+pub mod autograd;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod entry;
 pub mod error;
 pub mod explanation;
 pub mod generator;
+pub mod guard;
 pub mod io;
 pub mod method;
 pub mod metric;

@@ -251,24 +251,21 @@ pub struct MetricEntry {
     pub needs: MetricNeeds,
     pub build: fn(&Args) -> Result<Box<dyn Metric>>,
 }
-inventory::collect!(MetricEntry);
+crate::entry_kind!(MetricEntry, "metric", 50);
 
 /// Declares a metric in the calling pack:
 /// `submit_metric!(NAME, SUMMARY, PARAMS, higher_is_better, NEEDS, |args| ...)`.
 #[macro_export]
 macro_rules! submit_metric {
     ($name:expr, $summary:expr, $params:expr, $higher:expr, $needs:expr, $build:expr $(,)?) => {
-        $crate::inventory::submit! {
-            $crate::metric::MetricEntry {
-                name: $name,
-                pack: env!("CARGO_PKG_NAME"),
-                summary: $summary,
-                params: $params,
-                higher_is_better: $higher,
-                needs: $needs,
-                build: $build,
-            }
-        }
+        $crate::submit_entry!($crate::metric::MetricEntry {
+            name: $name,
+            summary: $summary,
+            params: $params,
+            higher_is_better: $higher,
+            needs: $needs,
+            build: $build,
+        });
     };
 }
 

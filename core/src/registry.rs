@@ -1,9 +1,13 @@
-//! The registry: every method, model, generator, sampler and composite the host
-//! knows, whether it came from a statically linked pack or a loaded plugin.
+//! The registry: every method, model, generator, sampler, metric and composite the
+//! host knows, whether it came from a statically linked pack or a loaded plugin.
 //!
-//! Inside a pack, items are declared with `inventory::submit!` and carry the pack's
-//! name (`pack: env!("CARGO_PKG_NAME")`), so a host can register one pack's items
-//! at a time and say where each came from.
+//! Inside a pack, items are declared with the `submit_*!` macros, which put the pack's
+//! name in their `pack` field, so a host can register one pack's items at a time and
+//! say where each came from. All kinds share one table ([`crate::entry`]); this file holds
+//! the entry types of core's kinds and the guarded calls into them.
+
+pub use crate::entry::{collect, kinds, AnyEntry, Entry, Kind, Origin, PackItems, Slot, Table};
+pub use crate::guard::{guard, guard_with, panic_message};
 
 use crate::config::{Config, Method, MethodBuilder};
 use crate::generator::Generator;
@@ -11,6 +15,7 @@ use crate::method::{Attributor, MethodProps};
 use crate::metric::{Metric, MetricEntry, MetricInput, MetricOutput};
 use crate::model::Classifier;
 use crate::params::{Args, ParamSpec, Params};
+use crate::rules::{CompositeEntry, RuleMap};
 use crate::sampler::Sampler;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -65,7 +70,7 @@ impl MethodBuilder for Registry {
         Registry::build_method(self, name, params)
     }
 }
-inventory::collect!(MethodEntry);
+crate::entry_kind!(MethodEntry, "method", 10);
 
 /// A classifier that a pack provides.
 pub struct ModelEntry {
@@ -74,7 +79,7 @@ pub struct ModelEntry {
     pub summary: &'static str,
     pub load: fn(&Device) -> Result<Arc<dyn Classifier>>,
 }
-inventory::collect!(ModelEntry);
+crate::entry_kind!(ModelEntry, "model", 20);
 
 /// A generative model (for CDeepEx and xGEMs).
 pub struct GeneratorEntry {
@@ -83,7 +88,7 @@ pub struct GeneratorEntry {
     pub summary: &'static str,
     pub load: fn(&Device) -> Result<Arc<dyn Generator>>,
 }
-inventory::collect!(GeneratorEntry);
+crate::entry_kind!(GeneratorEntry, "generator", 30);
 
 /// A patch sampler (for prediction difference analysis).
 pub struct SamplerEntry {
@@ -96,153 +101,15 @@ pub struct SamplerEntry {
     /// Loads a sampler that `Sampler::save` wrote (fitted once per data set).
     pub load: fn(&Args, &std::path::Path) -> Result<Box<dyn Sampler>>,
 }
-inventory::collect!(SamplerEntry);
-
-/// Where a registered item came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    pub pack: String,
-    /// `static` for linked packs, or the library path.
-    pub source: String,
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.pack, self.source)
-    }
-}
-
-struct Item<T: 'static> {
-    entry: &'static T,
-    origin: Origin,
-}
+crate::entry_kind!(SamplerEntry, "sampler", 40);
 
 /// The host's table of everything it can run.
 #[derive(Default)]
 pub struct Registry {
-    methods: BTreeMap<String, Item<MethodEntry>>,
-    models: BTreeMap<String, Item<ModelEntry>>,
-    generators: BTreeMap<String, Item<GeneratorEntry>>,
-    samplers: BTreeMap<String, Item<SamplerEntry>>,
-    metrics: BTreeMap<String, Item<MetricEntry>>,
+    table: Table,
     packs: BTreeMap<String, String>,
     /// Crate name -> pack name: one crate is one pack, however many files carry it.
     crates: BTreeMap<String, String>,
-}
-
-/// Inventory items of every kind: a whole inventory, one library's share of it, or
-/// one pack's items.
-#[derive(Default, Clone)]
-pub struct PackItems {
-    pub methods: Vec<&'static MethodEntry>,
-    pub models: Vec<&'static ModelEntry>,
-    pub generators: Vec<&'static GeneratorEntry>,
-    pub samplers: Vec<&'static SamplerEntry>,
-    pub metrics: Vec<&'static MetricEntry>,
-}
-
-fn addr<T>(e: &'static T) -> usize {
-    e as *const T as usize
-}
-
-impl PackItems {
-    /// Every item in the process-wide inventory lists right now.
-    pub fn inventory() -> Self {
-        PackItems {
-            methods: inventory::iter::<MethodEntry>.into_iter().collect(),
-            models: inventory::iter::<ModelEntry>.into_iter().collect(),
-            generators: inventory::iter::<GeneratorEntry>.into_iter().collect(),
-            samplers: inventory::iter::<SamplerEntry>.into_iter().collect(),
-            metrics: inventory::iter::<MetricEntry>.into_iter().collect(),
-        }
-    }
-
-    /// The addresses of the items: their identity, whatever their `pack` field says.
-    pub fn addresses(&self) -> Vec<usize> {
-        let mut v: Vec<usize> = self.methods.iter().map(|e| addr(*e)).collect();
-        v.extend(self.models.iter().map(|e| addr(*e)));
-        v.extend(self.generators.iter().map(|e| addr(*e)));
-        v.extend(self.samplers.iter().map(|e| addr(*e)));
-        v.extend(self.metrics.iter().map(|e| addr(*e)));
-        v
-    }
-
-    /// The items whose address `keep` accepts.
-    pub fn filter_addresses(&self, keep: impl Fn(usize) -> bool) -> Self {
-        PackItems {
-            methods: self.methods.iter().copied().filter(|e| keep(addr(*e))).collect(),
-            models: self.models.iter().copied().filter(|e| keep(addr(*e))).collect(),
-            generators: self.generators.iter().copied().filter(|e| keep(addr(*e))).collect(),
-            samplers: self.samplers.iter().copied().filter(|e| keep(addr(*e))).collect(),
-            metrics: self.metrics.iter().copied().filter(|e| keep(addr(*e))).collect(),
-        }
-    }
-
-    /// The items whose `pack` field is `pack`.
-    pub fn of_pack(&self, pack: &str) -> Self {
-        PackItems {
-            methods: self.methods.iter().copied().filter(|e| e.pack == pack).collect(),
-            models: self.models.iter().copied().filter(|e| e.pack == pack).collect(),
-            generators: self.generators.iter().copied().filter(|e| e.pack == pack).collect(),
-            samplers: self.samplers.iter().copied().filter(|e| e.pack == pack).collect(),
-            metrics: self.metrics.iter().copied().filter(|e| e.pack == pack).collect(),
-        }
-    }
-
-    /// The distinct `pack` fields, sorted.
-    pub fn packs(&self) -> Vec<&'static str> {
-        let mut v: Vec<&'static str> = self.methods.iter().map(|e| e.pack).collect();
-        v.extend(self.models.iter().map(|e| e.pack));
-        v.extend(self.generators.iter().map(|e| e.pack));
-        v.extend(self.samplers.iter().map(|e| e.pack));
-        v.extend(self.metrics.iter().map(|e| e.pack));
-        v.sort();
-        v.dedup();
-        v
-    }
-
-    pub fn len(&self) -> usize {
-        self.methods.len() + self.models.len() + self.generators.len() + self.samplers.len() + self.metrics.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-fn insert<T: 'static>(
-    map: &mut BTreeMap<String, Item<T>>,
-    kind: &'static str,
-    name: &str,
-    entry: &'static T,
-    origin: &Origin,
-) -> Result<()> {
-    if let Some(old) = map.get(name) {
-        if old.origin.pack == origin.pack {
-            return Ok(()); // the same pack seen twice (linked and loaded): keep one
-        }
-        return Err(Error::Duplicate {
-            kind,
-            name: name.to_string(),
-            first: old.origin.to_string(),
-            second: origin.to_string(),
-        });
-    }
-    map.insert(name.to_string(), Item { entry, origin: origin.clone() });
-    Ok(())
-}
-
-/// Fails if another pack already registered `name`.
-fn check_free<T>(map: &BTreeMap<String, Item<T>>, kind: &'static str, name: &str, origin: &Origin) -> Result<()> {
-    match map.get(name) {
-        Some(old) if old.origin.pack != origin.pack => Err(Error::Duplicate {
-            kind,
-            name: name.to_string(),
-            first: old.origin.to_string(),
-            second: origin.to_string(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 impl Registry {
@@ -250,23 +117,25 @@ impl Registry {
         Self::default()
     }
 
-    /// Registers every inventory item linked into this process, except those that a
-    /// loaded plugin library brought in (the loader attributes those to their library
-    /// by address, see [`crate::plugin`]).
+    /// Registers every item linked into this process ([`PackItems::linked`]): never
+    /// the items of a library the loader opened, whenever it was opened.
     pub fn from_inventory() -> Result<Self> {
+        Self::from_items(PackItems::linked())
+    }
+
+    /// Registers `items`, each pack under its own name, from source `static`.
+    pub fn from_items(items: &PackItems) -> Result<Self> {
         let mut r = Registry::new();
-        let items = crate::plugin::static_items();
         for p in items.packs() {
             r.register_items(p, &p.replace('-', "_"), "static", &items.of_pack(p))?;
         }
         Ok(r)
     }
 
-    /// Registers the statically linked inventory items whose `pack` field is `pack`.
-    /// All or nothing: a name already taken by another pack is an error that leaves
-    /// the registry unchanged.
+    /// Registers the linked items whose `pack` field is `pack`. All or nothing: a
+    /// name already taken by another pack is an error that leaves the registry unchanged.
     pub fn register_pack(&mut self, pack: &str, source: &str) -> Result<usize> {
-        let items = crate::plugin::static_items().of_pack(pack);
+        let items = PackItems::linked().of_pack(pack);
         self.register_items(pack, &pack.replace('-', "_"), source, &items)
     }
 
@@ -275,36 +144,7 @@ impl Registry {
     /// registry unchanged.
     pub fn register_items(&mut self, pack: &str, crate_name: &str, source: &str, items: &PackItems) -> Result<usize> {
         let origin = Origin { pack: pack.to_string(), source: source.to_string() };
-        for e in &items.methods {
-            check_free(&self.methods, "method", e.name, &origin)?;
-        }
-        for e in &items.models {
-            check_free(&self.models, "model", e.name, &origin)?;
-        }
-        for e in &items.generators {
-            check_free(&self.generators, "generator", e.name, &origin)?;
-        }
-        for e in &items.samplers {
-            check_free(&self.samplers, "sampler", e.name, &origin)?;
-        }
-        for e in &items.metrics {
-            check_free(&self.metrics, "metric", e.name, &origin)?;
-        }
-        for e in &items.methods {
-            insert(&mut self.methods, "method", e.name, e, &origin)?;
-        }
-        for e in &items.models {
-            insert(&mut self.models, "model", e.name, e, &origin)?;
-        }
-        for e in &items.generators {
-            insert(&mut self.generators, "generator", e.name, e, &origin)?;
-        }
-        for e in &items.samplers {
-            insert(&mut self.samplers, "sampler", e.name, e, &origin)?;
-        }
-        for e in &items.metrics {
-            insert(&mut self.metrics, "metric", e.name, e, &origin)?;
-        }
+        self.table.insert_all(&items.items, &origin)?;
         self.packs.entry(pack.to_string()).or_insert_with(|| source.to_string());
         self.crates.entry(crate_name.to_string()).or_insert_with(|| pack.to_string());
         Ok(items.len())
@@ -315,203 +155,198 @@ impl Registry {
         self.crates.get(crate_name).map(String::as_str)
     }
 
-    /// Adds one method entry directly (tests, and packs that build entries at run time).
-    pub fn add_method(&mut self, entry: &'static MethodEntry, source: &str) -> Result<()> {
-        let origin = Origin { pack: entry.pack.to_string(), source: source.to_string() };
-        insert(&mut self.methods, "method", entry.name, entry, &origin)
+    /// Adds one entry of any kind directly (tests, and packs that build entries at
+    /// run time), under its own `pack` field.
+    pub fn add<T: Entry>(&mut self, entry: &'static T, source: &str) -> Result<()> {
+        let origin = Origin { pack: entry.pack().to_string(), source: source.to_string() };
+        self.table.insert_all(&[AnyEntry::of(entry)], &origin)
     }
 
-    /// Adds one metric entry directly (tests, and packs that build entries at run time).
+    pub fn add_method(&mut self, entry: &'static MethodEntry, source: &str) -> Result<()> {
+        self.add(entry, source)
+    }
+
     pub fn add_metric(&mut self, entry: &'static MetricEntry, source: &str) -> Result<()> {
-        let origin = Origin { pack: entry.pack.to_string(), source: source.to_string() };
-        insert(&mut self.metrics, "metric", entry.name, entry, &origin)
+        self.add(entry, source)
     }
 
     pub fn packs(&self) -> &BTreeMap<String, String> {
         &self.packs
     }
 
+    /// Every entry of kind `T`, by name, with its origin.
+    pub fn entries<T: Entry>(&self) -> impl Iterator<Item = (&'static T, &Origin)> {
+        self.table.iter::<T>()
+    }
+
+    /// The entry of kind `T` called `name` and its origin.
+    pub fn entry<T: Entry>(&self, name: &str) -> Result<(&'static T, &Origin)> {
+        self.table.get::<T>(name)
+    }
+
+    /// Every item of `pack`, as `kind name`, kinds in listing order.
+    pub fn items_of(&self, pack: &str) -> Vec<String> {
+        let mut v: Vec<&Slot> = self.table.all().filter(|s| s.origin.pack == pack).collect();
+        v.sort_by_key(|s| (s.entry.rank(), s.entry.name));
+        v.iter().map(|s| format!("{} {}", s.entry.kind, s.entry.name)).collect()
+    }
+
     pub fn methods(&self) -> impl Iterator<Item = (&'static MethodEntry, &Origin)> {
-        self.methods.values().map(|i| (i.entry, &i.origin))
+        self.entries()
     }
     pub fn models(&self) -> impl Iterator<Item = (&'static ModelEntry, &Origin)> {
-        self.models.values().map(|i| (i.entry, &i.origin))
+        self.entries()
     }
     pub fn generators(&self) -> impl Iterator<Item = (&'static GeneratorEntry, &Origin)> {
-        self.generators.values().map(|i| (i.entry, &i.origin))
+        self.entries()
     }
     pub fn samplers(&self) -> impl Iterator<Item = (&'static SamplerEntry, &Origin)> {
-        self.samplers.values().map(|i| (i.entry, &i.origin))
+        self.entries()
+    }
+    pub fn metrics(&self) -> impl Iterator<Item = (&'static MetricEntry, &Origin)> {
+        self.entries()
+    }
+    pub fn composites(&self) -> impl Iterator<Item = (&'static CompositeEntry, &Origin)> {
+        self.entries()
     }
 
     pub fn method_names(&self) -> Vec<String> {
-        self.methods.keys().cloned().collect()
+        self.table.names::<MethodEntry>()
     }
 
     pub fn method(&self, name: &str) -> Result<&'static MethodEntry> {
-        lookup(&self.methods, "method", name).map(|i| i.entry)
+        self.entry(name).map(|(e, _)| e)
     }
 
     /// Builds a method from its parameters. Calls into the pack run under
     /// `catch_unwind`, and so does every later `attribute` call of the result.
     pub fn build_method(&self, name: &str, params: &Params) -> Result<Box<dyn Attributor>> {
-        let item = lookup(&self.methods, "method", name)?;
-        let args = Args::new(name, item.entry.params(), params)?;
-        let pack = item.origin.pack.clone();
-        let inner = guard(&pack, || (item.entry.build)(&args, self))?;
+        let (entry, origin) = self.entry::<MethodEntry>(name)?;
+        let args = Args::new(name, entry.params(), params)?;
+        let pack = origin.pack.clone();
+        let inner = guard(&pack, || (entry.build)(&args, self))?;
         // The pack's accessors are read once, here, under the guard: later calls then
         // cannot panic across the host.
-        let (name, props, params) =
-            guard(&pack, || Ok((inner.name().to_string(), inner.props(), inner.params())))?;
-        Ok(Box::new(Guarded { inner, pack, name, props, params }))
+        let cached = guard(&pack, || Ok((inner.name().to_string(), inner.props(), inner.params())))?;
+        Ok(Box::new(Guarded { inner, pack, cached }))
     }
 
     /// Loads a model. Its later `forward` calls also run under `catch_unwind`.
     pub fn load_model(&self, name: &str, device: &Device) -> Result<Arc<dyn Classifier>> {
-        let item = lookup(&self.models, "model", name)?;
-        let pack = item.origin.pack.clone();
+        let (entry, origin) = self.entry::<ModelEntry>(name)?;
+        let pack = origin.pack.clone();
         // A registered model's files are its pack's, not the run's: outside the policy.
-        let inner = crate::paths::trusted(|| guard(&pack, || (item.entry.load)(device)))?;
+        let inner = crate::paths::trusted(|| guard(&pack, || (entry.load)(device)))?;
         // The pack's accessors, read once under the guard (network() too: a pack that
         // panics there fails here, not in a later method).
-        let (info, device) = guard(&pack, || {
+        let cached = guard(&pack, || {
             let _ = inner.network();
             Ok((inner.info().clone(), inner.device().clone()))
         })?;
-        Ok(Arc::new(GuardedModel { inner, pack, info, device }))
+        Ok(Arc::new(Guarded { inner, pack, cached }))
     }
 
     pub fn load_generator(&self, name: &str, device: &Device) -> Result<Arc<dyn Generator>> {
-        let item = lookup(&self.generators, "generator", name)?;
-        let pack = item.origin.pack.clone();
-        let inner = crate::paths::trusted(|| guard(&pack, || (item.entry.load)(device)))?;
-        let (name, latent_dim, output_shape) =
+        let (entry, origin) = self.entry::<GeneratorEntry>(name)?;
+        let pack = origin.pack.clone();
+        let inner = crate::paths::trusted(|| guard(&pack, || (entry.load)(device)))?;
+        let cached =
             guard(&pack, || Ok((inner.name().to_string(), inner.latent_dim(), inner.output_shape().to_vec())))?;
-        Ok(Arc::new(GuardedGenerator { inner, pack, name, latent_dim, output_shape }))
+        Ok(Arc::new(Guarded { inner, pack, cached }))
     }
 
     pub fn build_sampler(&self, name: &str, params: &Params, train: &Tensor) -> Result<Box<dyn Sampler>> {
-        let item = lookup(&self.samplers, "sampler", name)?;
-        let args = Args::new(name, item.entry.params, params)?;
-        let pack = item.origin.pack.clone();
-        let inner = guard(&pack, || (item.entry.build)(&args, train))?;
-        let name = guard(&pack, || Ok(inner.name().to_string()))?;
-        Ok(Box::new(GuardedSampler { inner, pack, name }))
+        let (entry, origin) = self.entry::<SamplerEntry>(name)?;
+        let args = Args::new(name, entry.params, params)?;
+        let pack = origin.pack.clone();
+        let inner = guard(&pack, || (entry.build)(&args, train))?;
+        let cached = guard(&pack, || Ok(inner.name().to_string()))?;
+        Ok(Box::new(Guarded { inner, pack, cached }))
     }
 
     pub fn load_sampler(&self, name: &str, params: &Params, path: &std::path::Path) -> Result<Box<dyn Sampler>> {
-        let item = lookup(&self.samplers, "sampler", name)?;
-        let args = Args::new(name, item.entry.params, params)?;
-        let pack = item.origin.pack.clone();
-        let inner = guard(&pack, || (item.entry.load)(&args, path))?;
-        let name = guard(&pack, || Ok(inner.name().to_string()))?;
-        Ok(Box::new(GuardedSampler { inner, pack, name }))
+        let (entry, origin) = self.entry::<SamplerEntry>(name)?;
+        let args = Args::new(name, entry.params, params)?;
+        let pack = origin.pack.clone();
+        let inner = guard(&pack, || (entry.load)(&args, path))?;
+        let cached = guard(&pack, || Ok(inner.name().to_string()))?;
+        Ok(Box::new(Guarded { inner, pack, cached }))
     }
 
     pub fn sampler(&self, name: &str) -> Result<&'static SamplerEntry> {
-        lookup(&self.samplers, "sampler", name).map(|i| i.entry)
-    }
-
-    pub fn metrics(&self) -> impl Iterator<Item = (&'static MetricEntry, &Origin)> {
-        self.metrics.values().map(|i| (i.entry, &i.origin))
+        self.entry(name).map(|(e, _)| e)
     }
 
     pub fn metric_names(&self) -> Vec<String> {
-        self.metrics.keys().cloned().collect()
+        self.table.names::<MetricEntry>()
     }
 
     pub fn metric(&self, name: &str) -> Result<&'static MetricEntry> {
-        lookup(&self.metrics, "metric", name).map(|i| i.entry)
+        self.entry(name).map(|(e, _)| e)
     }
 
     /// Builds a metric from its parameters. Calls into the pack run under
     /// `catch_unwind`, and so does every later `evaluate` call of the result.
     pub fn build_metric(&self, name: &str, params: &Params) -> Result<Box<dyn Metric>> {
-        let item = lookup(&self.metrics, "metric", name)?;
-        let args = Args::new(name, item.entry.params, params)?;
-        let pack = item.origin.pack.clone();
-        let inner = guard(&pack, || (item.entry.build)(&args))?;
-        let (name, params, higher_is_better) =
-            guard(&pack, || Ok((inner.name().to_string(), inner.params(), inner.higher_is_better())))?;
-        Ok(Box::new(GuardedMetric { inner, pack, name, params, higher_is_better }))
+        let (entry, origin) = self.entry::<MetricEntry>(name)?;
+        let args = Args::new(name, entry.params, params)?;
+        let pack = origin.pack.clone();
+        let inner = guard(&pack, || (entry.build)(&args))?;
+        let cached = guard(&pack, || Ok((inner.name().to_string(), inner.params(), inner.higher_is_better())))?;
+        Ok(Box::new(Guarded { inner, pack, cached }))
+    }
+
+    pub fn composite(&self, name: &str) -> Result<&'static CompositeEntry> {
+        self.entry(name).map(|(e, _)| e)
+    }
+
+    /// Builds the composite preset `name` with `settings` (the type its family takes,
+    /// or `&()` for its defaults), under the guard of the pack that registered it.
+    pub fn build_composite(&self, name: &str, settings: &dyn std::any::Any) -> Result<RuleMap> {
+        let (entry, origin) = self.entry::<CompositeEntry>(name)?;
+        guard(&origin.pack, || (entry.build)(settings))
     }
 }
 
-fn lookup<'a, T>(map: &'a BTreeMap<String, Item<T>>, kind: &'static str, name: &str) -> Result<&'a Item<T>> {
-    map.get(name).ok_or_else(|| Error::Unknown { kind, name: name.to_string(), known: map.keys().cloned().collect() })
-}
-
-/// Runs `f`, turning a panic into [`Error::PluginPanicked`].
-pub fn guard<T>(pack: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    guard_with(|message| Error::PluginPanicked { plugin: pack.to_string(), message }, f)
-}
-
-/// Runs `f`, turning a panic into the error `blame` makes of its (one-line) message.
-pub fn guard_with<T>(blame: impl FnOnce(String) -> Error, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(payload) => Err(blame(panic_message(&*payload))),
-    }
-}
-
-/// The text of a panic payload, on one line.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into());
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// An attributor whose calls are contained with `catch_unwind`; its accessors answer
-/// from values read under the guard when it was built.
-struct Guarded {
-    inner: Box<dyn Attributor>,
+/// A pack's object whose calls are contained with `catch_unwind`. `cached` holds the
+/// accessors' answers, read under the guard when it was built (an accessor returns a
+/// reference or a plain value, so it cannot return an error afterwards).
+struct Guarded<I, C> {
+    inner: I,
     pack: String,
-    name: String,
-    props: MethodProps,
-    params: BTreeMap<String, String>,
+    cached: C,
 }
 
-impl Attributor for Guarded {
+impl<I, C> Guarded<I, C> {
+    fn call<R>(&self, f: impl FnOnce(&I) -> Result<R>) -> Result<R> {
+        guard(&self.pack, || f(&self.inner))
+    }
+}
+
+impl Attributor for Guarded<Box<dyn Attributor>, (String, MethodProps, BTreeMap<String, String>)> {
     fn name(&self) -> &str {
-        &self.name
+        &self.cached.0
     }
     fn props(&self) -> MethodProps {
-        self.props
+        self.cached.1
     }
     fn params(&self) -> BTreeMap<String, String> {
-        self.params.clone()
+        self.cached.2.clone()
     }
-    fn attribute(
-        &self,
-        model: &dyn Classifier,
-        inputs: &Tensor,
-        target: &crate::Target,
-    ) -> Result<crate::Explanation> {
-        guard(&self.pack, || self.inner.attribute(model, inputs, target))
+    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &crate::Target) -> Result<crate::Explanation> {
+        self.call(|m| m.attribute(model, inputs, target))
     }
 }
 
-/// A classifier whose calls are contained with `catch_unwind` (it may live in a pack).
-struct GuardedModel {
-    inner: Arc<dyn Classifier>,
-    pack: String,
-    /// Read under the guard at load time.
-    info: crate::ModelInfo,
-    device: Device,
-}
-
-impl Classifier for GuardedModel {
+impl Classifier for Guarded<Arc<dyn Classifier>, (crate::ModelInfo, Device)> {
     fn info(&self) -> &crate::ModelInfo {
-        &self.info
+        &self.cached.0
     }
     fn device(&self) -> &Device {
-        &self.device
+        &self.cached.1
     }
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        guard(&self.pack, || self.inner.forward(xs))
+        self.call(|m| m.forward(xs))
     }
     fn network(&self) -> Option<&crate::Network> {
         // A reference into the pack's object, so it cannot be cached; a panic means
@@ -519,31 +354,22 @@ impl Classifier for GuardedModel {
         catch_unwind(AssertUnwindSafe(|| self.inner.network())).unwrap_or(None)
     }
     fn forward_with(&self, xs: &Tensor, opts: &crate::model::ForwardOptions) -> Result<crate::model::Forward> {
-        guard(&self.pack, || self.inner.forward_with(xs, opts))
+        self.call(|m| m.forward_with(xs, opts))
     }
 }
 
-/// A generator whose calls are contained with `catch_unwind`.
-struct GuardedGenerator {
-    inner: Arc<dyn Generator>,
-    pack: String,
-    name: String,
-    latent_dim: usize,
-    output_shape: Vec<usize>,
-}
-
-impl Generator for GuardedGenerator {
+impl Generator for Guarded<Arc<dyn Generator>, (String, usize, Vec<usize>)> {
     fn name(&self) -> &str {
-        &self.name
+        &self.cached.0
     }
     fn latent_dim(&self) -> usize {
-        self.latent_dim
+        self.cached.1
     }
     fn output_shape(&self) -> &[usize] {
-        &self.output_shape
+        &self.cached.2
     }
     fn generate(&self, z: &Tensor) -> Result<Tensor> {
-        guard(&self.pack, || self.inner.generate(z))
+        self.call(|g| g.generate(z))
     }
     fn encode(&self, x: &Tensor) -> Option<Result<Tensor>> {
         match catch_unwind(AssertUnwindSafe(|| self.inner.encode(x))) {
@@ -553,16 +379,9 @@ impl Generator for GuardedGenerator {
     }
 }
 
-/// A sampler whose calls are contained with `catch_unwind`.
-struct GuardedSampler {
-    inner: Box<dyn Sampler>,
-    pack: String,
-    name: String,
-}
-
-impl Sampler for GuardedSampler {
+impl Sampler for Guarded<Box<dyn Sampler>, String> {
     fn name(&self) -> &str {
-        &self.name
+        &self.cached
     }
     fn sample_windows(
         &self,
@@ -572,37 +391,28 @@ impl Sampler for GuardedSampler {
         rng: &mut rand::rngs::StdRng,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        guard(&self.pack, || self.inner.sample_windows(image, wins, n, rng, out))
+        self.call(|s| s.sample_windows(image, wins, n, rng, out))
     }
     fn save(&self, path: &std::path::Path) -> Result<()> {
-        guard(&self.pack, || self.inner.save(path))
+        self.call(|s| s.save(path))
     }
     fn sample(&self, image: &Tensor, win: crate::sampler::Window, n: usize, rng: &mut rand::rngs::StdRng) -> Result<Tensor> {
-        guard(&self.pack, || self.inner.sample(image, win, n, rng))
+        self.call(|s| s.sample(image, win, n, rng))
     }
 }
 
-/// A metric whose calls are contained with `catch_unwind`.
-struct GuardedMetric {
-    inner: Box<dyn Metric>,
-    pack: String,
-    name: String,
-    params: BTreeMap<String, String>,
-    higher_is_better: bool,
-}
-
-impl Metric for GuardedMetric {
+impl Metric for Guarded<Box<dyn Metric>, (String, BTreeMap<String, String>, bool)> {
     fn name(&self) -> &str {
-        &self.name
+        &self.cached.0
     }
     fn params(&self) -> BTreeMap<String, String> {
-        self.params.clone()
+        self.cached.1.clone()
     }
     fn higher_is_better(&self) -> bool {
-        self.higher_is_better
+        self.cached.2
     }
     fn evaluate(&self, input: &MetricInput) -> Result<MetricOutput> {
-        guard(&self.pack, || self.inner.evaluate(input))
+        self.call(|m| m.evaluate(input))
     }
 }
 
@@ -619,16 +429,13 @@ macro_rules! submit_method {
     // A method whose parameters are still a hand-written schema: `props` is an
     // expression evaluated when asked (so it can be the default config's props).
     ($name:expr, $summary:expr, $params:expr, $props:expr, $build:expr $(,)?) => {
-        $crate::inventory::submit! {
-            $crate::registry::MethodEntry {
-                name: $name,
-                pack: env!("CARGO_PKG_NAME"),
-                summary: $summary,
-                schema: || $params,
-                props: || $props,
-                build: $build,
-            }
-        }
+        $crate::submit_entry!($crate::registry::MethodEntry {
+            name: $name,
+            summary: $summary,
+            schema: || $params,
+            props: || $props,
+            build: $build,
+        });
     };
 }
 
@@ -636,8 +443,86 @@ macro_rules! submit_method {
 #[macro_export]
 macro_rules! submit_model {
     ($name:expr, $summary:expr, $load:expr $(,)?) => {
-        $crate::inventory::submit! {
-            $crate::registry::ModelEntry { name: $name, pack: env!("CARGO_PKG_NAME"), summary: $summary, load: $load }
-        }
+        $crate::submit_entry!($crate::registry::ModelEntry { name: $name, summary: $summary, load: $load });
     };
+}
+
+/// Declares a generator in the calling pack.
+#[macro_export]
+macro_rules! submit_generator {
+    ($name:expr, $summary:expr, $load:expr $(,)?) => {
+        $crate::submit_entry!($crate::registry::GeneratorEntry { name: $name, summary: $summary, load: $load });
+    };
+}
+
+/// Declares a sampler in the calling pack: `submit_sampler!(NAME, SUMMARY, PARAMS, build, load)`.
+#[macro_export]
+macro_rules! submit_sampler {
+    ($name:expr, $summary:expr, $params:expr, $build:expr, $load:expr $(,)?) => {
+        $crate::submit_entry!($crate::registry::SamplerEntry {
+            name: $name,
+            summary: $summary,
+            params: $params,
+            build: $build,
+            load: $load,
+        });
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::rule::Composite;
+
+    static A: CompositeEntry = CompositeEntry { name: "t_comp", pack: "pack-a", summary: "", build: |_| Ok(RuleMap::new("a")) };
+    static B: CompositeEntry = CompositeEntry { name: "t_comp", pack: "pack-b", summary: "", build: |_| Ok(RuleMap::new("b")) };
+    static BOOM: CompositeEntry =
+        CompositeEntry { name: "t_boom", pack: "pack-boom", summary: "", build: |_| panic!("composite went\nboom") };
+
+    #[test]
+    fn duplicate_composite_is_refused_with_both_origins() {
+        let mut reg = Registry::new();
+        reg.add(&A, "a.so").unwrap();
+        let e = reg.add(&B, "b.so").unwrap_err();
+        assert!(matches!(e, Error::Duplicate { kind: "composite", .. }), "{e:?}");
+        let m = e.to_string();
+        assert!(m.contains("t_comp") && m.contains("pack-a (a.so)") && m.contains("pack-b (b.so)"), "{m}");
+        // the first stays, with its origin
+        let (c, o) = reg.entry::<CompositeEntry>("t_comp").unwrap();
+        assert_eq!((c.pack, o.source.as_str()), ("pack-a", "a.so"));
+        assert_eq!(reg.build_composite("t_comp", &()).unwrap().name(), "a");
+        // one pack registering a list with a clash adds nothing
+        let items = PackItems { items: vec![AnyEntry::of(&BOOM), AnyEntry::of(&B)] };
+        assert!(reg.register_items("pack-b", "pack_b", "b.so", &items).is_err());
+        assert!(reg.composite("t_boom").is_err());
+    }
+
+    #[test]
+    fn panicking_composite_build_is_contained() {
+        let mut reg = Registry::new();
+        reg.add(&BOOM, "boom.so").unwrap();
+        let e = reg.build_composite("t_boom", &()).unwrap_err();
+        match &e {
+            Error::PluginPanicked { plugin, message } => {
+                assert_eq!(plugin, "pack-boom");
+                assert_eq!(message, "composite went boom");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = reg.build_composite("nope", &()).unwrap_err().to_string();
+        assert!(e.contains("composite") && e.contains("t_boom"), "{e}");
+    }
+
+    #[test]
+    fn kinds_are_listed_in_rank_order() {
+        // core's kinds, in this order (other crates may add kinds in between)
+        let names: Vec<&str> = kinds().iter().map(|k| k.name).collect();
+        let core = ["method", "model", "generator", "sampler", "metric", "composite"];
+        let at: Vec<usize> = core.iter().map(|k| names.iter().position(|n| n == k).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+        let mut reg = Registry::new();
+        reg.add(&A, "a.so").unwrap();
+        assert_eq!(reg.items_of("pack-a"), ["composite t_comp"]);
+        assert!(reg.items_of("pack-b").is_empty());
+    }
 }

@@ -4,6 +4,7 @@
 pub mod card;
 pub mod network;
 pub mod pool;
+pub mod rule;
 pub mod spec;
 
 pub use card::{ModelCard, Normalization};
@@ -191,7 +192,7 @@ fn all_finite(t: &Tensor) -> Result<bool> {
 pub fn load_card_model(card_path: impl AsRef<Path>, device: &Device) -> Result<std::sync::Arc<dyn Classifier>> {
     let card = card_path.as_ref().to_path_buf();
     let blamed = card.clone();
-    let inner = crate::registry::guard_with(
+    let inner = crate::guard::guard_with(
         move |message| Error::CardPanicked { card: blamed, message },
         || NetworkModel::load(&card, device),
     )?;
@@ -206,7 +207,7 @@ struct CardModel {
 
 impl CardModel {
     fn guard<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        crate::registry::guard_with(|message| Error::CardPanicked { card: self.card.clone(), message }, f)
+        crate::guard::guard_with(|message| Error::CardPanicked { card: self.card.clone(), message }, f)
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`LayerKind`], whose forward pass asks a rule map for each layer.
 
 use super::spec::{LayerKind, LayerSpec};
-use crate::rules::{Composite, NodeInfo, RuleCtx};
+use super::rule::{Composite, NodeInfo, RuleCtx};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;

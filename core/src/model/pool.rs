@@ -6,7 +6,7 @@
 //! and the gradient goes, whole, to the first maximum of each window (PyTorch's and
 //! Zeiler's switches), through a value-preserving surrogate.
 
-use crate::rules::surrogate;
+use crate::autograd::surrogate;
 use crate::Result;
 use candle_core::{Tensor, D};
 

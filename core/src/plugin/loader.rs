@@ -1,7 +1,8 @@
 //! Finding and loading packs: discovery order, checks, registration, reports.
 
 use super::{InfoFn, PackInfo, RegisterFn, ABI_VERSION, ANCHOR, FINGERPRINT, INFO_PREFIX, REGISTER_PREFIX};
-use crate::registry::{guard, PackItems};
+use crate::guard::guard;
+use crate::entry::PackItems;
 use crate::{Error, Registry};
 use std::collections::HashSet;
 use std::ffi::{c_char, CString};
@@ -171,14 +172,6 @@ static OPENED: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
 
 fn opened() -> MutexGuard<'static, Vec<Opened>> {
     OPENED.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The inventory items that no loaded plugin library brought in: the packs linked
-/// into this process.
-pub fn static_items() -> PackItems {
-    let opened = opened();
-    let dynamic: HashSet<usize> = opened.iter().flat_map(|o| o.items.addresses()).collect();
-    PackItems::inventory().filter_addresses(|a| !dynamic.contains(&a))
 }
 
 /// The register entry point's message buffer.
@@ -406,6 +399,8 @@ fn open(
     if let Some(o) = opened.iter().find(|o| o.crates.iter().any(|c| c == crate_name)) {
         return Ok((o.lib, o.path.clone(), o.items.clone()));
     }
+    // Fix the linked set before the first library adds its items to the lists.
+    let _ = PackItems::linked();
     let before: HashSet<usize> = PackItems::inventory().addresses().into_iter().collect();
     let image = memory_image(bytes);
     let load_path = match &image {
@@ -623,14 +618,9 @@ fn check_and_register(
     }
 }
 
-/// Every item of `pack` in `reg`, as `kind name`.
+/// Every item of `pack` in `reg`, of every kind, as `kind name`.
 pub fn items_of(reg: &Registry, pack: &str) -> Vec<String> {
-    let mut v = vec![];
-    v.extend(reg.methods().filter(|(_, o)| o.pack == pack).map(|(e, _)| format!("method {}", e.name)));
-    v.extend(reg.models().filter(|(_, o)| o.pack == pack).map(|(e, _)| format!("model {}", e.name)));
-    v.extend(reg.generators().filter(|(_, o)| o.pack == pack).map(|(e, _)| format!("generator {}", e.name)));
-    v.extend(reg.samplers().filter(|(_, o)| o.pack == pack).map(|(e, _)| format!("sampler {}", e.name)));
-    v
+    reg.items_of(pack)
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@
 //!    pack whose fingerprint differs is refused before any Rust call.
 //! 4. **Items belong to a library, not to a name.** A library's inventory items enter
 //!    the process-wide lists when `dlopen` runs its constructors, before any check.
-//!    The loader snapshots the lists' item addresses before `dlopen` and attributes
+//!    The linked set ([`PackItems::linked`](crate::entry::PackItems::linked)) is
+//!    fixed before the first `dlopen`. The loader snapshots the lists' item addresses before `dlopen` and attributes
 //!    every new address to that library; the host registers those items itself, and
 //!    only after the library passed every check, under the pack name the checks
 //!    accepted. Items of a refused library are never registered, and
@@ -39,16 +40,18 @@
 mod loader;
 
 pub use loader::{
-    default_search_path, is_pack_file_name, items_of, load_into, load_library, pack_files, static_items, LoadOptions,
+    default_search_path, is_pack_file_name, items_of, load_into, load_library, pack_files, LoadOptions,
     LoadReport, PackReport, PackStatus, SearchDir, SearchKind,
 };
 
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Version of the [`PackInfo`] layout and of the entry-point signatures. 2: the entry
-/// points are `extern "C-unwind"`, and registration is done by the host.
-pub const ABI_VERSION: u32 = 2;
+/// Version of the [`PackInfo`] layout, of the entry-point signatures and of the item
+/// API. 2: the entry points are `extern "C-unwind"`, and registration is done by the
+/// host. 3: one generic registry table (composites are registry items), and the
+/// LRP/DeepLIFT/guided rules left core for their packs.
+pub const ABI_VERSION: u32 = 3;
 
 /// The fingerprint of this build of lumen-core (computed by `build.rs`). A `const`, so
 /// a pack embeds the value it was compiled against.
@@ -134,7 +137,7 @@ pub unsafe fn __register(pack_fp: &str, host_fp: *const c_char, err: *mut c_char
             1
         }
         Err(p) => {
-            write_c(&format!("panicked while registering: {}", crate::registry::panic_message(&*p)), err, err_len);
+            write_c(&format!("panicked while registering: {}", crate::guard::panic_message(&*p)), err, err_len);
             2
         }
     }

@@ -12,7 +12,6 @@ use crate::render;
 use lumen_core::candle::{DType, Tensor, Var};
 use lumen_core::method::{chunks, prepare};
 use lumen_core::model::{ForwardOptions, LayerKind};
-use lumen_core::rules::presets;
 use lumen_core::{Attributor, Choice, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 
 /// What a model must look like for CLEAR; quoted in every refusal.
@@ -136,7 +135,8 @@ pub fn attentive_responses(
     }
     let rows: Vec<(u32, usize)> =
         classes.iter().enumerate().flat_map(|(i, cs)| cs.iter().map(move |c| (i as u32, *c))).collect();
-    let composite = presets::build("deconvnet")?;
+    // Zeiler's deconvnet rules, from the pack that owns them (an explicit dependency).
+    let composite = lumen_std_propagation::rules::deconvnet();
     let dev = xs.device();
     let mut parts = Vec::new();
     for r in chunks(rows.len(), batch_size) {

@@ -21,23 +21,17 @@ pub fn load_vae(name: &str, device: &Device) -> Result<Arc<dyn Generator>> {
     Ok(Arc::new(VaeGenerator::load(name, &card.weights_path(&card_path), device)?))
 }
 
-lumen_core::inventory::submit! {
-    lumen_core::registry::GeneratorEntry {
-        name: "mnist-vae",
-        pack: env!("CARGO_PKG_NAME"),
-        summary: "convolutional VAE trained on the MNIST-5k train split (decoder = G, encoder starts inversion)",
-        load: |d| load_vae("mnist-vae", d),
-    }
-}
+lumen_core::submit_generator!(
+    "mnist-vae",
+    "convolutional VAE trained on the MNIST-5k train split (decoder = G, encoder starts inversion)",
+    |d| load_vae("mnist-vae", d),
+);
 
-lumen_core::inventory::submit! {
-    lumen_core::registry::GeneratorEntry {
-        name: "mnist-vae-biased",
-        pack: env!("CARGO_PKG_NAME"),
-        summary: "convolutional VAE trained on biased MNIST (grey square on every training 8), for the biased-8 experiment",
-        load: |d| load_vae("mnist-vae-biased", d),
-    }
-}
+lumen_core::submit_generator!(
+    "mnist-vae-biased",
+    "convolutional VAE trained on biased MNIST (grey square on every training 8), for the biased-8 experiment",
+    |d| load_vae("mnist-vae-biased", d),
+);
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}

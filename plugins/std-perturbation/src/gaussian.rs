@@ -424,13 +424,10 @@ impl Sampler for ConditionalGaussian {
     }
 }
 
-lumen_core::inventory::submit! {
-    lumen_core::registry::SamplerEntry {
-        name: "conditional_gaussian",
-        pack: env!("CARGO_PKG_NAME"),
-        summary: "window values from a patch Gaussian conditioned on the surrounding pixels (Cholesky, per-offset cache)",
-        params: PARAMS,
-        build: |a: &Args, train: &Tensor| Ok(Box::new(ConditionalGaussian::fit(GaussianConfig::from_args(a)?, train)?)),
-        load: |a: &Args, path: &Path| Ok(Box::new(ConditionalGaussian::load(GaussianConfig::from_args(a)?, path)?)),
-    }
-}
+lumen_core::submit_sampler!(
+    "conditional_gaussian",
+    "window values from a patch Gaussian conditioned on the surrounding pixels (Cholesky, per-offset cache)",
+    PARAMS,
+    |a: &Args, train: &Tensor| Ok(Box::new(ConditionalGaussian::fit(GaussianConfig::from_args(a)?, train)?)),
+    |a: &Args, path: &Path| Ok(Box::new(ConditionalGaussian::load(GaussianConfig::from_args(a)?, path)?)),
+);

@@ -86,16 +86,13 @@ impl Sampler for Marginal {
     }
 }
 
-lumen_core::inventory::submit! {
-    lumen_core::registry::SamplerEntry {
-        name: "marginal",
-        pack: env!("CARGO_PKG_NAME"),
-        summary: "window values copied from the same location of a random training image",
-        params: PARAMS,
-        build: |_a: &Args, train: &Tensor| Ok(Box::new(Marginal::fit(train)?)),
-        load: |_a: &Args, path: &Path| Ok(Box::new(Marginal::load(path)?)),
-    }
-}
+lumen_core::submit_sampler!(
+    "marginal",
+    "window values copied from the same location of a random training image",
+    PARAMS,
+    |_a: &Args, train: &Tensor| Ok(Box::new(Marginal::fit(train)?)),
+    |_a: &Args, path: &Path| Ok(Box::new(Marginal::load(path)?)),
+);
 
 #[cfg(test)]
 mod tests {

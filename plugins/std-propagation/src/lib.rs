@@ -1,8 +1,10 @@
 //! Standard propagation methods: gradients through a modified backward pass, taken
-//! from a named rule preset (`lumen_core::rules::presets`) and applied through the
-//! rule-aware forward pass. Every item registers itself with `inventory`.
+//! from a named rule preset ([`rules`]: Guided Backprop's and Deconvnet's ReLU rules)
+//! and applied through the rule-aware forward pass. Every item registers itself with
+//! `inventory`.
 
 pub mod modified;
+pub mod rules;
 
 pub use modified::{ModifiedGradient, ModifiedGradientConfig};
 

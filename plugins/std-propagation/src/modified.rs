@@ -1,16 +1,16 @@
 //! Guided Backprop (Springenberg et al. 2015) and Deconvnet (Zeiler & Fergus 2014):
 //! the input gradient of the target through the `guided_backprop` / `deconvnet`
-//! presets. Both only change the backward of ReLUs (see `lumen_core::rules::guided`);
+//! presets. Both only change the backward of ReLUs (see [`crate::rules`]);
 //! max-pools route through their forward switches and convolutions are transposed,
 //! which is the ordinary gradient.
 //!
-//! [`ModifiedGradient`] works with any preset, so a pack can expose another rule map
-//! as a method with one `submit_method!`.
+//! [`ModifiedGradient`] works with any preset of this pack, so another rule map is
+//! exposed as a method with one `submit_method!`.
 
 use lumen_core::candle::Tensor;
 use lumen_core::method::{gradient, per_chunk, prepare, Batched};
 use lumen_core::model::ForwardOptions;
-use lumen_core::rules::presets;
+use crate::rules;
 use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 use std::collections::BTreeMap;
 
@@ -28,7 +28,7 @@ pub struct ModifiedGradient {
 }
 
 impl ModifiedGradient {
-    /// `method` is the name reported in explanations; `preset` a registered composite.
+    /// `method` is the name reported in explanations; `preset` one of this pack's composites.
     pub fn new(method: &'static str, preset: &'static str, config: ModifiedGradientConfig) -> Self {
         ModifiedGradient { method, preset, config }
     }
@@ -61,7 +61,7 @@ impl Attributor for ModifiedGradient {
             ));
         }
         let target = prepare(model, inputs, target)?;
-        let composite = presets::build(self.preset)?;
+        let composite = rules::preset(self.preset)?;
         let grad = per_chunk(inputs, self.config.batch_size, |r, x| {
             let opts = ForwardOptions { composite: Some(&composite), ..Default::default() };
             Ok(gradient(model, x, &target.select(r), opts)?.grad)

@@ -1,5 +1,5 @@
 //! DeepLIFT (Shrikumar et al. 2016, 2017): contributions `C = m · (x − x_ref)` from
-//! the multipliers of core's DeepLIFT rule presets. The input and its reference run
+//! the multipliers of this pack's DeepLIFT rule presets ([`crate::rules::deeplift`]). The input and its reference run
 //! through the network in one batch. Every explanation reports its
 //! summation-to-delta error `Σ C − (f(x) − f(ref))` per example.
 
@@ -8,7 +8,7 @@ use lumen_core::data::{Mnist, Split};
 use lumen_core::method::{chunks, prepare, repeat_each};
 use lumen_core::model::{ForwardOptions, LayerKind, Network};
 use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::rules::deeplift::{self as rules, OneHotNormalize};
+use crate::rules::deeplift::{self as rules, DeepLiftSettings, OneHotNormalize};
 use lumen_core::rules::{Matcher, RuleCtx, RuleMap};
 use lumen_core::config::{read_choice, Choice};
 use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
@@ -165,10 +165,14 @@ impl DeepLift {
         }))
     }
 
+    fn settings(&self) -> DeepLiftSettings {
+        DeepLiftSettings { eps: self.config.eps }
+    }
+
     fn composite(&self) -> RuleMap {
         let m = match self.config.rule {
-            DeepLiftRule::Rescale => rules::rescale_composite(),
-            DeepLiftRule::RevealCancel => rules::revealcancel_composite(),
+            DeepLiftRule::Rescale => rules::rescale_composite(&self.settings()),
+            DeepLiftRule::RevealCancel => rules::revealcancel_composite(&self.settings()),
         };
         if self.config.onehot {
             m.prepend(Matcher::FirstParam, Arc::new(OneHotNormalize))
@@ -280,8 +284,7 @@ impl DeepLift {
             other => other.clone(),
         };
         let composite = self.composite();
-        let mut ctx = RuleCtx::with_reference_split(n);
-        ctx.options.insert(rules::EPS_KEY.into(), self.config.eps);
+        let ctx = RuleCtx::with_reference_split(n);
         let opts = ForwardOptions { composite: Some(&composite), stop_after: stop_after.clone(), ctx, ..Default::default() };
         let obj = objective(model, &batch, &both, opts, normalise)?;
         let (oi, or) = (obj.narrow(0, 0, n)?, obj.narrow(0, n, n)?);

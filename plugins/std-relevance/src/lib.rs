@@ -1,10 +1,12 @@
-//! Relevance methods built on core's rule presets: DeepLIFT (Rescale and
-//! RevealCancel, with references and a distribution of references) and LRP
-//! (composites of LRP rules), plus the genomics model of DeepLIFT §3.2.
+//! Relevance methods and their rules: DeepLIFT (Rescale and RevealCancel, with
+//! references and a distribution of references) and LRP (composites of LRP rules),
+//! plus the genomics model of DeepLIFT §3.2. The rules and their composite presets
+//! are in [`rules`].
 
 pub mod deeplift;
 pub mod genomics;
 pub mod lrp;
+pub mod rules;
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}

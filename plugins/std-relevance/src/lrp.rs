@@ -1,4 +1,5 @@
-//! Layer-wise relevance propagation through a named composite of core's LRP rules.
+//! Layer-wise relevance propagation through a named composite of this pack's LRP
+//! rules ([`crate::rules::lrp`]).
 //! The relevance starts at the target's output value (`∂obj/∂out ⊙ out`, so a class
 //! target starts from its logit) and the attribution is the relevance that reaches
 //! the input.
@@ -7,7 +8,8 @@ use lumen_core::candle::{Tensor, Var};
 use lumen_core::method::{chunks, prepare};
 use lumen_core::model::network::per_channel;
 use lumen_core::model::{ForwardOptions, LayerKind, Network, Node};
-use lumen_core::rules::{grad_hook, lrp as rules, presets, Composite, NodeInfo, Rule, RuleCtx, RuleMap};
+use crate::rules::lrp::{self as rules, Bound, LrpSettings};
+use lumen_core::rules::{grad_hook, Composite, NodeInfo, Rule, RuleCtx, RuleMap};
 use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 use std::sync::Arc;
 
@@ -91,23 +93,19 @@ impl Lrp {
         Lrp { config }
     }
 
-    /// The rule options, with the z^B bounds mapped into the network's (normalised)
+    /// The rules' numbers, with the z^B bounds mapped into the network's (normalised)
     /// input space, per channel.
-    fn ctx(&self, model: &dyn Classifier) -> RuleCtx {
-        let mut ctx = RuleCtx::default();
+    fn settings(&self, model: &dyn Classifier) -> LrpSettings {
         let (lo, hi) = model.info().input_range;
         let (lo, hi) = (self.config.low.unwrap_or(lo as f64), self.config.high.unwrap_or(hi as f64));
-        ctx.options.insert("epsilon".into(), self.config.epsilon);
-        ctx.options.insert("gamma".into(), self.config.gamma);
-        ctx.options.insert("low".into(), lo);
-        ctx.options.insert("high".into(), hi);
+        let (mut low, mut high) = (Bound::uniform(lo), Bound::uniform(hi));
         if let Some(n) = model.info().card.as_ref().and_then(|c| c.normalization.as_ref()) {
-            for (c, (m, s)) in n.mean.iter().zip(&n.std).enumerate() {
-                ctx.options.insert(format!("low.{c}"), (lo - *m as f64) / *s as f64);
-                ctx.options.insert(format!("high.{c}"), (hi - *m as f64) / *s as f64);
+            for (m, s) in n.mean.iter().zip(&n.std) {
+                low.channels.push((lo - *m as f64) / *s as f64);
+                high.channels.push((hi - *m as f64) / *s as f64);
             }
         }
-        ctx
+        LrpSettings { epsilon: self.config.epsilon, gamma: self.config.gamma, low, high }
     }
 }
 
@@ -132,7 +130,7 @@ impl Method for Lrp {
     type Config = LrpConfig;
     const PROPS: MethodProps = PROPS;
     fn new(config: LrpConfig) -> Result<Self> {
-        presets::build(&config.composite).map_err(|e| Error::bad_param("lrp", "composite", e.to_string()))?;
+        rules::preset(&config.composite).map_err(|e| Error::bad_param("lrp", "composite", e.to_string()))?;
         if config.epsilon < 0.0 {
             return Err(Error::bad_param("lrp", "epsilon", "must be ≥ 0"));
         }
@@ -149,11 +147,12 @@ impl Method for Lrp {
             Error::unsupported("lrp", format!("model '{}' is not built from the explainable layer vocabulary", model.info().name))
         })?;
         let target = prepare(model, inputs, target)?;
-        let map = presets::build(&self.config.composite)?;
+        let preset = rules::preset(&self.config.composite)?;
+        let map = preset.composite.build(preset.name, &self.settings(model));
         let (mut parts, mut sums, mut objs) = (vec![], vec![], vec![]);
         for r in chunks(inputs.dim(0)?, self.config.batch_size) {
             let x = inputs.narrow(0, r.start, r.len())?;
-            let (rel, obj) = relevance_with_objective(model, &x, &target.select(r), &map, self.ctx(model))?;
+            let (rel, obj) = relevance_with_objective(model, &x, &target.select(r), &map, RuleCtx::default())?;
             sums.extend(rel.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?);
             objs.extend(obj);
             parts.push(rel);
@@ -166,7 +165,7 @@ impl Method for Lrp {
 }
 
 /// The input relevance of `xs` for a resolved `target` under any LRP rule map and
-/// rule options (the building block of [`Lrp`]).
+/// rule context (the building block of [`Lrp`]).
 pub fn relevance(model: &dyn Classifier, xs: &Tensor, target: &Target, map: &RuleMap, ctx: RuleCtx) -> Result<Tensor> {
     let target = prepare(model, xs, target)?;
     Ok(relevance_with_objective(model, xs, &target, map, ctx)?.0)

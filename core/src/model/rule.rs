@@ -1,28 +1,12 @@
-//! Modified backward passes on Candle, in the manner of Zennit's rules and composites.
+//! The graph's extension point: a [`Rule`] replaces one layer's forward call (same
+//! value, another backward) and a [`Composite`] chooses the rule for each layer.
+//! [`RuleMap`] is the usual composite, matching by layer type, name and position.
 //!
-//! Candle has no module hooks, so a rule replaces a layer's forward call with one
-//! that computes the same value but carries a different backward. Two building
-//! blocks make that possible without custom kernels:
-//!
-//! * [`surrogate`]: `value.detach() + (s - s.detach())` has the value of `value` and
-//!   the gradient of `s` (LRP-ε/γ/z⁺, DeepLIFT Rescale);
-//! * [`grad_hook`]: an identity op whose backward applies a closure to the incoming
-//!   gradient (Guided Backprop, Deconvnet).
-//!
-//! A [`Composite`] decides which rule applies to which layer; [`RuleMap`] is the
-//! usual one, matching by layer type, name and position. Named presets are registry
-//! items ([`CompositeEntry`]), so packs can add their own.
+//! These types live inside `model` because the network's forward pass asks for them;
+//! the rules themselves (LRP, DeepLIFT, Guided Backprop) live in the packs that own
+//! the methods, built from the blocks in [`crate::autograd`].
 
-pub mod guided;
-pub mod deeplift;
-mod hook;
-pub mod lrp;
-pub mod presets;
-
-pub use hook::grad_hook;
-pub use guided::{DeconvRelu, GuidedRelu};
-
-use crate::model::{LayerKind, Node};
+use super::{LayerKind, Node};
 use crate::Result;
 use candle_core::Tensor;
 use std::fmt;
@@ -46,10 +30,9 @@ pub struct NodeInfo<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct RuleCtx {
     /// For reference-based rules (DeepLIFT): the batch holds the inputs in its first
-    /// `n` rows and their references in the next `n`.
+    /// `n` rows and their references in the next `n`. (A rule's own numbers, such as
+    /// LRP's ε, are fields of the rule, set when its composite is built.)
     pub reference_split: Option<usize>,
-    /// Numeric options a composite passes to its rules (ε, γ, ...).
-    pub options: std::collections::BTreeMap<String, f64>,
 }
 
 impl RuleCtx {
@@ -75,11 +58,6 @@ impl fmt::Debug for dyn Rule {
 pub trait Composite: Send + Sync {
     fn name(&self) -> &str;
     fn rule_for(&self, node: &NodeInfo) -> Option<Arc<dyn Rule>>;
-}
-
-/// Value-preserving surrogate: the value of `value`, the gradient of `s`.
-pub fn surrogate(value: &Tensor, s: &Tensor) -> Result<Tensor> {
-    Ok((value.detach() + (s - s.detach())?)?)
 }
 
 /// Which layers a [`RuleMap`] entry applies to.
@@ -160,31 +138,5 @@ impl Composite for RuleMap {
     }
     fn rule_for(&self, node: &NodeInfo) -> Option<Arc<dyn Rule>> {
         self.entries.iter().find(|(m, _)| m.matches(node)).map(|(_, r)| r.clone())
-    }
-}
-
-/// A named composite preset, registered with `inventory::submit!` by core or a pack.
-pub struct CompositeEntry {
-    pub name: &'static str,
-    pub pack: &'static str,
-    pub summary: &'static str,
-    pub build: fn() -> RuleMap,
-}
-inventory::collect!(CompositeEntry);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, Var};
-
-    #[test]
-    fn surrogate_keeps_value_and_swaps_gradient() {
-        let x = Var::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
-        let value = x.as_tensor().sqr().unwrap(); // gradient would be 2x
-        let s = (x.as_tensor() * 5.0).unwrap(); // gradient 5
-        let y = surrogate(&value, &s).unwrap();
-        assert_eq!(y.to_vec1::<f32>().unwrap(), vec![1.0, 4.0, 9.0]);
-        let g = y.sum_all().unwrap().backward().unwrap();
-        assert_eq!(g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![5.0; 3]);
     }
 }

@@ -9,22 +9,31 @@
 //!
 //! Affine layers (conv, linear, batch norm, average pooling) need no rule: their
 //! multiplier is the weight, which is their gradient.
+//!
+//! The threshold `eps` below which `|δx|` counts as zero (the multiplier then falls
+//! back to the gradient) is a field of each rule that uses it.
 
-use super::{surrogate, CompositeEntry, Matcher, Rule, RuleCtx, RuleMap};
-use crate::model::{LayerKind, Node};
-use crate::{Error, Result};
-use candle_core::{DType, Tensor, TensorId, Var};
+use lumen_core::candle::{DType, Tensor, TensorId, Var};
+use lumen_core::model::{LayerKind, Node};
+use lumen_core::rules::{settings, surrogate, Matcher, Rule, RuleCtx, RuleMap};
+use lumen_core::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// `RuleCtx::options` key of the threshold below which `|δx|` counts as zero and the
-/// multiplier falls back to the gradient.
-pub const EPS_KEY: &str = "deeplift_eps";
-/// Default of [`EPS_KEY`].
+/// Default of the rules' `eps`.
 pub const DEFAULT_EPS: f64 = 1e-6;
 
-fn eps(ctx: &RuleCtx) -> f64 {
-    ctx.options.get(EPS_KEY).copied().unwrap_or(DEFAULT_EPS)
+/// The numbers of the DeepLIFT composites.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeepLiftSettings {
+    /// Below this `|δx|` counts as zero.
+    pub eps: f64,
+}
+
+impl Default for DeepLiftSettings {
+    fn default() -> Self {
+        DeepLiftSettings { eps: DEFAULT_EPS }
+    }
 }
 
 /// The number of input rows `n`, checking that the batch has `2n` rows.
@@ -74,8 +83,10 @@ pub fn rescale_multiplier(node: &Node, x: &Tensor, y: &Tensor, n: usize, eps: f6
 }
 
 /// The Rescale rule for ReLU, PReLU, sigmoid and tanh: `m = δy/δx`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Rescale;
+#[derive(Debug, Clone, Copy)]
+pub struct Rescale {
+    pub eps: f64,
+}
 
 impl Rule for Rescale {
     fn name(&self) -> &str {
@@ -85,7 +96,7 @@ impl Rule for Rescale {
         let x = inputs[0];
         let n = split_rows(ctx, x, self.name())?;
         let y = node.forward(inputs)?;
-        let m = rescale_multiplier(node, x, &y, n, eps(ctx))?;
+        let m = rescale_multiplier(node, x, &y, n, self.eps)?;
         surrogate(&y, &(x * m)?)
     }
 }
@@ -102,7 +113,18 @@ pub enum MaxRouting {
 /// Max pooling with explicit routing (candle's own max-pool backward splits ties
 /// and needs kernel == stride).
 #[derive(Debug, Clone, Copy)]
-pub struct MaxRoute(pub MaxRouting);
+pub struct MaxRoute {
+    pub routing: MaxRouting,
+    /// DeepLIFT routing's threshold on `|δx|`.
+    pub eps: f64,
+}
+
+impl MaxRoute {
+    /// Winner-take-all routing (LRP), which takes no threshold.
+    pub fn winner() -> Self {
+        MaxRoute { routing: MaxRouting::Winner, eps: DEFAULT_EPS }
+    }
+}
 
 /// Window geometry of a max-pool node: (kernel_h, kernel_w, stride_h, stride_w).
 fn pool_geometry(node: &Node) -> Result<(usize, usize, usize, usize)> {
@@ -115,7 +137,7 @@ fn pool_geometry(node: &Node) -> Result<(usize, usize, usize, usize)> {
 
 impl Rule for MaxRoute {
     fn name(&self) -> &str {
-        match self.0 {
+        match self.routing {
             MaxRouting::DeepLift => "deeplift_max",
             MaxRouting::Winner => "max_winner",
         }
@@ -140,7 +162,7 @@ impl Rule for MaxRoute {
             let (i, j) = (o / ow, o % ow);
             (0..kh).flat_map(move |di| (0..kw).map(move |dj| (i * sh + di) * w + j * sw + dj)).map(move |p| (p, base + p))
         };
-        match self.0 {
+        match self.routing {
             MaxRouting::Winner => {
                 for bc in 0..b * c {
                     let base = bc * plane;
@@ -157,7 +179,7 @@ impl Rule for MaxRoute {
             }
             MaxRouting::DeepLift => {
                 let n = split_rows(ctx, x, self.name())?;
-                let e = eps(ctx) as f32;
+                let e = self.eps as f32;
                 let half = n * c; // (input row, channel) pairs
                 for bc in 0..half {
                     let (bx, br) = (bc * plane, (bc + half) * plane);
@@ -335,6 +357,7 @@ impl Rule for RevealCancelAffine {
 /// affine layer with the RevealCancel linear rule, it falls back to Rescale.
 pub struct RevealCancel {
     stash: Arc<SplitStash>,
+    eps: f64,
 }
 
 impl Rule for RevealCancel {
@@ -344,10 +367,10 @@ impl Rule for RevealCancel {
     fn forward(&self, node: &Node, inputs: &[&Tensor], ctx: &RuleCtx) -> Result<Tensor> {
         let x = inputs[0];
         let Some(sp) = self.stash.take(x.id()) else {
-            return Rescale.forward(node, inputs, ctx);
+            return Rescale { eps: self.eps }.forward(node, inputs, ctx);
         };
         let n = split_rows(ctx, x, self.name())?;
-        let e = eps(ctx);
+        let e = self.eps;
         let y = node.forward(inputs)?;
         let f = |t: &Tensor| node.forward(&[t]);
         let x0 = x.detach().narrow(0, n, n)?;
@@ -371,38 +394,32 @@ impl Rule for RevealCancel {
 const MAX_POOLS: &[&str] = &["max_pool1d", "max_pool2d"];
 
 /// DeepLIFT with the Rescale rule on every nonlinearity.
-pub fn rescale_composite() -> RuleMap {
+pub fn rescale_composite(s: &DeepLiftSettings) -> RuleMap {
     RuleMap::new("deeplift_rescale")
-        .with(Matcher::Activation, Rescale)
-        .with(Matcher::Types(MAX_POOLS.to_vec()), MaxRoute(MaxRouting::DeepLift))
+        .with(Matcher::Activation, Rescale { eps: s.eps })
+        .with(Matcher::Types(MAX_POOLS.to_vec()), MaxRoute { routing: MaxRouting::DeepLift, eps: s.eps })
         .with(Matcher::Types(vec!["mul"]), Product)
 }
 
 /// DeepLIFT with RevealCancel on nonlinearities that follow a conv or linear layer
 /// (Rescale elsewhere).
-pub fn revealcancel_composite() -> RuleMap {
+pub fn revealcancel_composite(s: &DeepLiftSettings) -> RuleMap {
     let stash = Arc::new(SplitStash::default());
     RuleMap::new("deeplift_revealcancel")
         .with(Matcher::Conv, RevealCancelAffine { stash: stash.clone() })
         .with(Matcher::Linear, RevealCancelAffine { stash: stash.clone() })
-        .with(Matcher::Activation, RevealCancel { stash })
-        .with(Matcher::Types(MAX_POOLS.to_vec()), MaxRoute(MaxRouting::DeepLift))
+        .with(Matcher::Activation, RevealCancel { stash, eps: s.eps })
+        .with(Matcher::Types(MAX_POOLS.to_vec()), MaxRoute { routing: MaxRouting::DeepLift, eps: s.eps })
         .with(Matcher::Types(vec!["mul"]), Product)
 }
 
-inventory::submit! {
-    CompositeEntry {
-        name: "deeplift_rescale",
-        pack: "lumen-core",
-        summary: "DeepLIFT: Rescale on nonlinearities, max routed to the input's argmax, product rule",
-        build: rescale_composite,
-    }
-}
-inventory::submit! {
-    CompositeEntry {
-        name: "deeplift_revealcancel",
-        pack: "lumen-core",
-        summary: "DeepLIFT: RevealCancel on nonlinearities after conv/linear layers (Rescale elsewhere)",
-        build: revealcancel_composite,
-    }
-}
+lumen_core::submit_composite!(
+    "deeplift_rescale",
+    "DeepLIFT: Rescale on nonlinearities, max routed to the input's argmax, product rule",
+    |s| Ok(rescale_composite(&settings::<DeepLiftSettings>("deeplift_rescale", s)?)),
+);
+lumen_core::submit_composite!(
+    "deeplift_revealcancel",
+    "DeepLIFT: RevealCancel on nonlinearities after conv/linear layers (Rescale elsewhere)",
+    |s| Ok(revealcancel_composite(&settings::<DeepLiftSettings>("deeplift_revealcancel", s)?)),
+);

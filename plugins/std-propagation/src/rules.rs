@@ -10,13 +10,14 @@
 //!   the ReLU of the backward signal.
 //! * Deconvnet: `g_in = max(g_out, 0)`, ignoring the forward mask.
 //!
-//! New presets (LRP, DeepLIFT) follow the same pattern: a [`Rule`] type, a `fn()`
-//! that builds the [`RuleMap`], and an `inventory::submit!` of a [`CompositeEntry`].
+//! A preset is a [`Rule`] type, a `fn` that builds the [`RuleMap`], and a
+//! `submit_composite!` that registers it as this pack's item. The presets take no
+//! numbers, so they ignore the settings they are built with.
 
-use super::{grad_hook, surrogate, CompositeEntry, Matcher, Rule, RuleCtx, RuleMap};
-use crate::model::{LayerKind, Node};
-use crate::{Error, Result};
-use candle_core::Tensor;
+use lumen_core::candle::Tensor;
+use lumen_core::model::{LayerKind, Node};
+use lumen_core::rules::{grad_hook, surrogate, Matcher, Rule, RuleCtx, RuleMap};
+use lumen_core::{Error, Result};
 
 fn relu_input<'a>(rule: &str, node: &Node, inputs: &[&'a Tensor]) -> Result<&'a Tensor> {
     if node.kind != LayerKind::Relu {
@@ -63,6 +64,19 @@ impl Rule for DeconvRelu {
     }
 }
 
+/// This pack's preset called `name`, or an error listing them.
+pub fn preset(name: &str) -> Result<RuleMap> {
+    match name {
+        "guided_backprop" => Ok(guided_backprop()),
+        "deconvnet" => Ok(deconvnet()),
+        _ => Err(Error::Unknown {
+            kind: "composite",
+            name: name.to_string(),
+            known: vec!["deconvnet".into(), "guided_backprop".into()],
+        }),
+    }
+}
+
 /// The `guided_backprop` preset: [`GuidedRelu`] on every ReLU.
 pub fn guided_backprop() -> RuleMap {
     RuleMap::new("guided_backprop").with(Matcher::Types(vec!["relu"]), GuidedRelu)
@@ -73,29 +87,23 @@ pub fn deconvnet() -> RuleMap {
     RuleMap::new("deconvnet").with(Matcher::Types(vec!["relu"]), DeconvRelu)
 }
 
-inventory::submit! {
-    CompositeEntry {
-        name: "guided_backprop",
-        pack: "lumen-core",
-        summary: "Guided Backprop: ReLU backward keeps the forward mask and positive gradients only",
-        build: guided_backprop,
-    }
-}
+lumen_core::submit_composite!(
+    "guided_backprop",
+    "Guided Backprop: ReLU backward keeps the forward mask and positive gradients only",
+    |_| Ok(guided_backprop()),
+);
 
-inventory::submit! {
-    CompositeEntry {
-        name: "deconvnet",
-        pack: "lumen-core",
-        summary: "Deconvnet (Zeiler & Fergus): ReLU backward is relu(gradient), ignoring the forward mask",
-        build: deconvnet,
-    }
-}
+lumen_core::submit_composite!(
+    "deconvnet",
+    "Deconvnet (Zeiler & Fergus): ReLU backward is relu(gradient), ignoring the forward mask",
+    |_| Ok(deconvnet()),
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ForwardOptions, Network};
-    use candle_core::{Device, Var};
+    use lumen_core::candle::{Device, Var};
+    use lumen_core::model::{ForwardOptions, Network};
 
     fn relu_net() -> Network {
         Network::from_nodes(vec![Node {
@@ -117,7 +125,7 @@ mod tests {
         let c = Tensor::new(&[1f32, 1., -1., -1.], &d).unwrap();
         let net = relu_net();
         let grad_with = |name: &str| {
-            let comp = super::super::presets::build(name).unwrap();
+            let comp = preset(name).unwrap();
             let opts = ForwardOptions { composite: Some(&comp), ..Default::default() };
             let y = net.forward_with(x.as_tensor(), &opts).unwrap().output;
             assert_eq!(y.to_vec1::<f32>().unwrap(), vec![2.0, 0.0, 3.0, 0.0], "{name}: value kept");

@@ -1,8 +1,21 @@
-//! The gradient hook: an identity op whose backward transforms the gradient.
+//! The two autograd building blocks every modified backward pass is made of.
+//!
+//! Candle has no module hooks, so a rule replaces a layer's forward call with one
+//! that computes the same value but carries a different backward:
+//!
+//! * [`surrogate`]: `value.detach() + (s - s.detach())` has the value of `value` and
+//!   the gradient of `s`;
+//! * [`grad_hook`]: an identity op whose backward applies a closure to the incoming
+//!   gradient.
 
 use crate::Result;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use std::sync::Arc;
+
+/// Value-preserving surrogate: the value of `value`, the gradient of `s`.
+pub fn surrogate(value: &Tensor, s: &Tensor) -> Result<Tensor> {
+    Ok((value.detach() + (s - s.detach())?)?)
+}
 
 type HookFn = dyn Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync;
 
@@ -67,6 +80,17 @@ pub fn grad_hook(
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn surrogate_keeps_value_and_swaps_gradient() {
+        let x = Var::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
+        let value = x.as_tensor().sqr().unwrap(); // gradient would be 2x
+        let s = (x.as_tensor() * 5.0).unwrap(); // gradient 5
+        let y = surrogate(&value, &s).unwrap();
+        assert_eq!(y.to_vec1::<f32>().unwrap(), vec![1.0, 4.0, 9.0]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![5.0; 3]);
+    }
 
     #[test]
     fn hook_is_identity_forward_and_transforms_backward() {
