@@ -149,7 +149,10 @@ fn list_says_the_metric_direction_once() {
     let s = ok(&lumen(&["list"]));
     assert!(!s.contains("(lower is better) (lower is better)") && !s.contains("(higher is better) (higher is better)"), "{s}");
     let metrics = &s[s.find("metrics:").expect("a metrics section")..];
-    for line in metrics.lines().filter(|l| l.starts_with("  ") && !l.starts_with("      ")) {
+    // The section ends at the next heading (composites follow it).
+    let metrics: Vec<&str> = metrics.lines().skip(1).take_while(|l| l.is_empty() || l.starts_with(' ')).collect();
+    assert!(!metrics.is_empty(), "{s}");
+    for line in metrics.into_iter().filter(|l| l.starts_with("  ") && !l.starts_with("      ")) {
         assert_eq!(line.matches("is better").count(), 1, "{line}");
     }
 }
