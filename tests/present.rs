@@ -76,12 +76,12 @@ fn deeplift_and_pda_facts_match_their_diagnostics() {
 /// commands name no pack.
 #[test]
 fn renderers_and_presets_come_from_the_packs() {
-    let _ = registry();
-    let r = present::renderers().into_iter().find(|r| r.name == "clear").expect("clear registers its renderer");
+    let reg = registry();
+    let r = present::renderers(&reg).into_iter().find(|r| r.name == "clear").expect("clear registers its renderer");
     assert_eq!((r.pack, r.suffix), ("lumen-clear", "rgb"));
-    let p = present::gallery_preset("clear").expect("clear registers its gallery preset");
+    let p = present::gallery_preset(&reg, "clear").expect("clear registers its gallery preset");
     assert_eq!((p.pack, p.model), ("lumen-clear", Some("mnist-allcnn")));
-    assert!(present::light_settings("pda", |_| true).contains(&"stride=2".to_string()));
+    assert!(present::light_settings(&reg, "pda", |_| true).contains(&"stride=2".to_string()));
     // The commands that show explanations and evaluate them (training a generator is
     // another matter: it trains that pack's model).
     for name in ["cmd_explain.rs", "cmd_gallery.rs", "cmd_eval.rs", "cmd_list.rs"] {
@@ -112,7 +112,7 @@ fn gallery_shows_every_method_on_a_model_it_applies_to() {
     let reg = registry();
     for m in reg.method_names() {
         if reg.method(&m).unwrap().pack.starts_with("lumen-") && m != "contrastive" {
-            assert!(present::gallery_preset(&m).is_some(), "{m} has no gallery preset");
+            assert!(present::gallery_preset(&reg, &m).is_some(), "{m} has no gallery preset");
         }
     }
     let dir = tmpdir("present-gallery");

@@ -152,9 +152,8 @@ pub fn run(a: ExplainArgs, device: &Device) -> anyhow::Result<()> {
     // colours), beside the ordinary heatmap.
     let req = RenderRequest { example: 0, labels, input: Some(&input.tensor), input_range: info.input_range };
     let mut pictures = vec![];
-    for r in present::renderers_for(&expl) {
+    for (r, img) in present::render_all(&reg, &expl, &req)? {
         let path = a.out.join(format!("{stem}_{}.png", r.suffix));
-        let img = (r.render)(&expl, &req).with_context(|| format!("renderer '{}' of {}", r.name, r.pack))?;
         io::save_png(&path, &img)?;
         pictures.push((path, r.summary));
     }

@@ -60,7 +60,7 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
     let reg = host::registry()?;
     let methods: Vec<String> = if a.methods.trim() == "all" {
         // Families side by side, as the packs rank their methods; then the rest.
-        column_order(reg.method_names())
+        column_order(&reg, reg.method_names())
     } else {
         a.methods.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
     };
@@ -85,7 +85,7 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
     for m in &methods {
         let entry = reg.method(m)?;
         let light =
-            if a.full { vec![] } else { present::light_settings(m, |k| entry.params().iter().any(|p| p.name == k)) };
+            if a.full { vec![] } else { present::light_settings(&reg, m, |k| entry.params().iter().any(|p| p.name == k)) };
         let mut pairs = light.clone();
         pairs.extend(user.get(m).cloned().unwrap_or_default());
         plans.push((m.clone(), Params::parse_pairs(&pairs)?, light));
@@ -105,7 +105,7 @@ pub fn run(a: GalleryArgs, device: &Device) -> anyhow::Result<()> {
         let mut r = run_method(&reg, model.as_ref(), m, params, &xs);
         // Not for this model: show it on the model its pack names, if that one loads.
         if r.note.as_deref().is_some_and(|n| n.starts_with(NA)) {
-            if let Some(other) = present::gallery_preset(m).and_then(|p| p.model).filter(|o| *o != info.name) {
+            if let Some(other) = present::gallery_preset(&reg, m).and_then(|p| p.model).filter(|o| *o != info.name) {
                 match reg.load_model(other, device) {
                     Ok(alt) => {
                         let why = r.note.take().unwrap_or_default();

@@ -10,6 +10,8 @@
 
 use crate::candle::Tensor;
 use crate::explanation::Explanation;
+use crate::guard::guard;
+use crate::registry::Registry;
 use crate::Result;
 use image::RgbImage;
 
@@ -38,7 +40,7 @@ pub struct RendererEntry {
     pub render: fn(&Explanation, &RenderRequest) -> Result<RgbImage>,
 }
 
-inventory::collect!(RendererEntry);
+crate::entry_kind!(RendererEntry, "renderer", 70);
 
 /// How the gallery shows one method.
 pub struct GalleryPreset {
@@ -53,37 +55,56 @@ pub struct GalleryPreset {
     pub rank: u32,
 }
 
+// A preset is named by its method (one preset per method across packs).
+impl crate::entry::Entry for GalleryPreset {
+    const KIND: &'static str = "gallery preset";
+    fn name(&self) -> &'static str {
+        self.method
+    }
+    fn pack(&self) -> &'static str {
+        self.pack
+    }
+    fn summary(&self) -> &'static str {
+        "how the gallery shows this method"
+    }
+}
 inventory::collect!(GalleryPreset);
+inventory::submit! {
+    crate::entry::Kind { name: "gallery preset", rank: 80, collect: crate::entry::collect::<GalleryPreset> }
+}
+
+// Both kinds go through the registry, so only the items of packs it accepted are seen
+// (a refused plugin's code never runs), and calls into a renderer are guarded.
 
 /// Every registered renderer, by name.
-pub fn renderers() -> Vec<&'static RendererEntry> {
-    let mut v: Vec<&'static RendererEntry> = inventory::iter::<RendererEntry>.into_iter().collect();
-    v.sort_by_key(|r| (r.name, r.pack));
-    v.dedup_by_key(|r| (r.name, r.pack));
-    v
+pub fn renderers(reg: &Registry) -> Vec<&'static RendererEntry> {
+    reg.entries::<RendererEntry>().map(|(e, _)| e).collect()
 }
 
-/// The renderers that apply to `e`.
-pub fn renderers_for(e: &Explanation) -> Vec<&'static RendererEntry> {
-    renderers().into_iter().filter(|r| (r.applies)(e)).collect()
-}
-
-/// Every registered gallery preset, by rank then method.
-pub fn gallery_presets() -> Vec<&'static GalleryPreset> {
-    let mut v: Vec<&'static GalleryPreset> = inventory::iter::<GalleryPreset>.into_iter().collect();
-    v.sort_by_key(|p| (p.rank, p.method));
-    v.dedup_by_key(|p| p.method);
-    v
+/// The pictures of every renderer that applies to `e`, as (renderer, image). A
+/// renderer's panic or error is an error naming its pack.
+pub fn render_all(
+    reg: &Registry,
+    e: &Explanation,
+    req: &RenderRequest,
+) -> Result<Vec<(&'static RendererEntry, RgbImage)>> {
+    let mut out = vec![];
+    for (r, origin) in reg.entries::<RendererEntry>() {
+        if guard(&origin.pack, || Ok((r.applies)(e)))? {
+            out.push((r, guard(&origin.pack, || (r.render)(e, req))?));
+        }
+    }
+    Ok(out)
 }
 
 /// The preset of `method`, if its pack registered one.
-pub fn gallery_preset(method: &str) -> Option<&'static GalleryPreset> {
-    gallery_presets().into_iter().find(|p| p.method == method)
+pub fn gallery_preset(reg: &Registry, method: &str) -> Option<&'static GalleryPreset> {
+    reg.entry::<GalleryPreset>(method).ok().map(|(p, _)| p)
 }
 
 /// The light settings of `method` that it has a parameter for, as `NAME=VALUE`.
-pub fn light_settings(method: &str, has_param: impl Fn(&str) -> bool) -> Vec<String> {
-    gallery_preset(method)
+pub fn light_settings(reg: &Registry, method: &str, has_param: impl Fn(&str) -> bool) -> Vec<String> {
+    gallery_preset(reg, method)
         .map(|p| p.light.iter().filter(|(k, _)| has_param(k)).map(|(k, v)| format!("{k}={v}")).collect())
         .unwrap_or_default()
 }
@@ -131,12 +152,13 @@ mod tests {
 
     #[test]
     fn presets_are_found_and_filtered_by_the_method_parameters() {
-        let p = gallery_preset("present-test-method").expect("registered above");
+        let reg = Registry::from_inventory().unwrap();
+        let p = gallery_preset(&reg, "present-test-method").expect("registered above");
         assert_eq!((p.rank, p.model, p.pack), (7, Some("present-test-model"), "lumen-core"));
-        assert_eq!(light_settings("present-test-method", |k| k == "steps"), vec!["steps=3".to_string()]);
-        assert!(light_settings("no-such-method", |_| true).is_empty());
-        let ranks: Vec<u32> = gallery_presets().iter().map(|p| p.rank).collect();
-        assert!(ranks.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(light_settings(&reg, "present-test-method", |k| k == "steps"), vec!["steps=3".to_string()]);
+        assert!(light_settings(&reg, "no-such-method", |_| true).is_empty());
+        // Not in a registry that did not accept the pack.
+        assert!(gallery_preset(&Registry::new(), "present-test-method").is_none());
     }
 
     crate::submit_renderer!(
@@ -144,17 +166,30 @@ mod tests {
         "a test picture",
         "test",
         |e: &Explanation| e.tensors.contains_key("present_test"),
-        |_, _| Ok(RgbImage::new(1, 1)),
+        |e: &Explanation, _: &RenderRequest| {
+            if e.tensors.contains_key("present_panic") {
+                panic!("renderer bug");
+            }
+            Ok(RgbImage::new(1, 1))
+        },
     );
 
     #[test]
-    fn renderers_apply_by_what_the_explanation_carries() {
+    fn renderers_apply_by_what_the_explanation_carries_and_are_guarded() {
+        let reg = Registry::from_inventory().unwrap();
+        assert!(renderers(&reg).iter().any(|r| r.name == "present-test-renderer"));
         let t = Tensor::zeros((1, 1), crate::candle::DType::F32, &crate::candle::Device::Cpu).unwrap();
-        let e = Explanation::new("m", t.clone(), Target::Classes(vec![0]));
-        assert!(renderers_for(&e).iter().all(|r| r.name != "present-test-renderer"));
-        let e = e.with_tensor("present_test", t);
-        let r = renderers_for(&e).into_iter().find(|r| r.name == "present-test-renderer").expect("applies");
         let req = RenderRequest { example: 0, labels: &[], input: None, input_range: (0.0, 1.0) };
-        assert_eq!((r.render)(&e, &req).unwrap().dimensions(), (1, 1));
+        let e = Explanation::new("m", t.clone(), Target::Classes(vec![0]));
+        assert!(render_all(&reg, &e, &req).unwrap().iter().all(|(r, _)| r.name != "present-test-renderer"));
+        let e = e.with_tensor("present_test", t.clone());
+        let pics = render_all(&reg, &e, &req).unwrap();
+        let (_, img) = pics.iter().find(|(r, _)| r.name == "present-test-renderer").expect("applies");
+        assert_eq!(img.dimensions(), (1, 1));
+        let err = match render_all(&reg, &e.with_tensor("present_panic", t), &req) {
+            Ok(_) => panic!("a panicking renderer must be an error"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("lumen-core") && err.contains("renderer bug"), "{err}");
     }
 }

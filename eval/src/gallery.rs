@@ -75,8 +75,8 @@ pub const NA: &str = "does not apply: ";
 
 /// Methods in gallery order: by their packs' preset ranks (families side by side),
 /// then the methods without a preset, by name.
-pub fn column_order(mut names: Vec<String>) -> Vec<String> {
-    names.sort_by_key(|m| (lumen_core::present::gallery_preset(m).map(|p| p.rank).unwrap_or(u32::MAX), m.clone()));
+pub fn column_order(reg: &Registry, mut names: Vec<String>) -> Vec<String> {
+    names.sort_by_key(|m| (lumen_core::present::gallery_preset(reg, m).map(|p| p.rank).unwrap_or(u32::MAX), m.clone()));
     names
 }
 

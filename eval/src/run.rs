@@ -315,7 +315,7 @@ pub fn prepare(a: &EvalConfig, reg: &Registry, plugins: &[PluginPack], device: &
     for m in &methods {
         let entry = reg.method(m)?;
         let has = |k: &str| entry.params().iter().any(|p| p.name == k);
-        let light = if a.light { lumen_core::present::light_settings(m, has) } else { vec![] };
+        let light = if a.light { lumen_core::present::light_settings(reg, m, has) } else { vec![] };
         let mut pairs = light.clone();
         if has("seed") {
             pairs.push(format!("seed={}", a.seed));
