@@ -21,28 +21,51 @@
 //! ```
 
 use crate::explanation::Explanation;
+use crate::generator::GeneratorRef;
 use crate::method::{Attributor, MethodProps};
 use crate::model::Classifier;
 use crate::params::{Args, ParamKind, ParamSpec, Params};
 use crate::target::Target;
+use crate::sampler::Sampler;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 pub use lumen_derive::{Choice, Config};
 
-/// Builds nested methods by name while a config is parsed (the registry does).
-pub trait MethodBuilder {
+/// Builds the registry items a config names while it is parsed: nested methods,
+/// samplers (PDA) and generators (CDeepEx). The registry implements it; every item
+/// it builds runs under its pack's panic guard.
+pub trait Builder {
     fn build_method(&self, name: &str, params: &Params) -> Result<Box<dyn Attributor>>;
+    /// Fits sampler `name` with `params` on `train` `[N, C, H, W]`.
+    fn build_sampler(&self, name: &str, params: &Params, train: &Tensor) -> Result<Box<dyn Sampler>> {
+        let _ = (params, train);
+        Err(no_registry("sampler", name))
+    }
+    /// Loads sampler `name` that `Sampler::save` wrote to `path`.
+    fn load_sampler(&self, name: &str, params: &Params, path: &Path) -> Result<Box<dyn Sampler>> {
+        let _ = (params, path);
+        Err(no_registry("sampler", name))
+    }
+    /// Names generator `name`; it loads on first use, on the model's device.
+    fn generator(&self, name: &str) -> Result<GeneratorRef> {
+        Err(no_registry("generator", name))
+    }
 }
 
-/// A builder that knows no method: for configs without nested methods.
+fn no_registry(kind: &str, name: &str) -> Error {
+    Error::msg(format!("cannot build {kind} '{name}' here: no registry given"))
+}
+
+/// A builder that knows no item: for configs that name none.
 pub struct NoMethods;
 
-impl MethodBuilder for NoMethods {
+impl Builder for NoMethods {
     fn build_method(&self, name: &str, _: &Params) -> Result<Box<dyn Attributor>> {
-        Err(Error::msg(format!("cannot build nested method '{name}' here: no registry given")))
+        Err(no_registry("nested method", name))
     }
 }
 
@@ -51,13 +74,13 @@ pub trait Config: Default + Sized + Send + Sync + 'static {
     /// The parameter schema, defaults included (built once).
     fn schema() -> &'static [ParamSpec];
     /// Reads every parameter from checked arguments.
-    fn from_args(args: &Args, ctx: &dyn MethodBuilder) -> Result<Self>;
+    fn from_args(args: &Args, ctx: &dyn Builder) -> Result<Self>;
     /// Adds this config's `name -> value` strings (as typed on a command line) to `out`.
     fn write(&self, out: &mut BTreeMap<String, String>);
 
     /// Checks `params` against the schema (unknown names and words are errors that
     /// list the known ones) and parses them.
-    fn from_params(method: &str, params: &Params, ctx: &dyn MethodBuilder) -> Result<Self> {
+    fn from_params(method: &str, params: &Params, ctx: &dyn Builder) -> Result<Self> {
         Self::from_args(&Args::new(method, Self::schema(), params)?, ctx)
     }
     /// The config serialised: what `Attributor::params` returns.
@@ -73,7 +96,7 @@ pub trait ParamType: Sized {
     fn kind() -> ParamKind;
     /// The value as it would be typed; `None`: no value (no default, not recorded).
     fn text(&self) -> Option<String>;
-    fn read(args: &Args, name: &'static str, ctx: &dyn MethodBuilder) -> Result<Self>;
+    fn read(args: &Args, name: &'static str, ctx: &dyn Builder) -> Result<Self>;
     /// The schema entries of a field called `name` whose default is `default`.
     fn specs(name: &'static str, doc: &'static str, default: &Self) -> Vec<ParamSpec> {
         vec![ParamSpec::new(name, Self::kind(), leak(default.text()), doc)]
@@ -134,7 +157,7 @@ macro_rules! scalar {
             fn text(&self) -> Option<String> {
                 Some(self.to_string())
             }
-            fn read(args: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<Self> {
+            fn read(args: &Args, name: &'static str, _: &dyn Builder) -> Result<Self> {
                 args.$get(name)
             }
         }
@@ -154,7 +177,7 @@ impl ParamType for f32 {
     fn text(&self) -> Option<String> {
         Some(self.to_string())
     }
-    fn read(args: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<Self> {
+    fn read(args: &Args, name: &'static str, _: &dyn Builder) -> Result<Self> {
         Ok(args.f64(name)? as f32)
     }
 }
@@ -167,7 +190,7 @@ impl ParamType for Option<String> {
     fn text(&self) -> Option<String> {
         self.clone()
     }
-    fn read(args: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<Self> {
+    fn read(args: &Args, name: &'static str, _: &dyn Builder) -> Result<Self> {
         args.opt_string(name)
     }
 }
@@ -180,7 +203,7 @@ impl ParamType for Option<f64> {
     fn text(&self) -> Option<String> {
         self.map(|x| x.to_string())
     }
-    fn read(args: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<Self> {
+    fn read(args: &Args, name: &'static str, _: &dyn Builder) -> Result<Self> {
         if args.is_set(name) {
             Ok(Some(args.f64(name)?))
         } else {
@@ -197,7 +220,7 @@ impl ParamType for Vec<f64> {
     fn text(&self) -> Option<String> {
         Some(self.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","))
     }
-    fn read(args: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<Self> {
+    fn read(args: &Args, name: &'static str, _: &dyn Builder) -> Result<Self> {
         args.list(name)
     }
 }
@@ -211,7 +234,7 @@ impl ParamType for Option<Tensor> {
     fn text(&self) -> Option<String> {
         None
     }
-    fn read(args: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<Self> {
+    fn read(args: &Args, name: &'static str, _: &dyn Builder) -> Result<Self> {
         args.tensor(name, &Device::Cpu)
     }
 }
@@ -260,7 +283,7 @@ impl ParamType for Nested {
     fn text(&self) -> Option<String> {
         Some(self.name.clone())
     }
-    fn read(args: &Args, name: &'static str, ctx: &dyn MethodBuilder) -> Result<Self> {
+    fn read(args: &Args, name: &'static str, ctx: &dyn Builder) -> Result<Self> {
         let method = args.string(name)?;
         Ok(Nested::built(Arc::from(ctx.build_method(&method, &args.sub(name))?)))
     }
@@ -296,7 +319,7 @@ pub trait Method: Sized + Send + Sync + 'static {
     fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation>;
 
     /// Parses `params` (checked against the schema) and builds the method.
-    fn from_params(params: &Params, ctx: &dyn MethodBuilder) -> Result<Self> {
+    fn from_params(params: &Params, ctx: &dyn Builder) -> Result<Self> {
         Self::new(Self::Config::from_params(Self::NAME, params, ctx)?)
     }
 }
@@ -471,7 +494,7 @@ mod tests {
         }
     }
     struct Builder;
-    impl MethodBuilder for Builder {
+    impl Builder for Builder {
         fn build_method(&self, name: &str, params: &Params) -> Result<Box<dyn Attributor>> {
             match name {
                 "plain" => Ok(Box::new(Plain::from_params(params, self)?)),

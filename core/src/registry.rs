@@ -9,8 +9,8 @@
 pub use crate::entry::{collect, kinds, AnyEntry, Entry, Kind, Origin, PackItems, Slot, Table};
 pub use crate::guard::{guard, guard_with, panic_message};
 
-use crate::config::{Config, Method, MethodBuilder};
-use crate::generator::Generator;
+use crate::config::{Builder, Config, Method};
+use crate::generator::{Generator, GeneratorRef};
 use crate::method::{Attributor, MethodProps};
 use crate::metric::{Metric, MetricEntry, MetricInput, MetricOutput};
 use crate::model::Classifier;
@@ -65,9 +65,18 @@ fn build_typed<T: Method>(args: &Args, registry: &Registry) -> Result<Box<dyn At
     Ok(Box::new(T::new(T::Config::from_args(args, registry)?)?))
 }
 
-impl MethodBuilder for Registry {
+impl Builder for Registry {
     fn build_method(&self, name: &str, params: &Params) -> Result<Box<dyn Attributor>> {
         Registry::build_method(self, name, params)
+    }
+    fn build_sampler(&self, name: &str, params: &Params, train: &Tensor) -> Result<Box<dyn Sampler>> {
+        Registry::build_sampler(self, name, params, train)
+    }
+    fn load_sampler(&self, name: &str, params: &Params, path: &std::path::Path) -> Result<Box<dyn Sampler>> {
+        Registry::load_sampler(self, name, params, path)
+    }
+    fn generator(&self, name: &str) -> Result<GeneratorRef> {
+        self.generator_ref(name)
     }
 }
 crate::entry_kind!(MethodEntry, "method", 10);
@@ -247,12 +256,20 @@ impl Registry {
     }
 
     pub fn load_generator(&self, name: &str, device: &Device) -> Result<Arc<dyn Generator>> {
+        self.generator_ref(name)?.get(device)
+    }
+
+    /// Names a generator; it loads (guarded, its files outside the run's policy) on
+    /// first use.
+    pub fn generator_ref(&self, name: &str) -> Result<GeneratorRef> {
         let (entry, origin) = self.entry::<GeneratorEntry>(name)?;
         let pack = origin.pack.clone();
-        let inner = crate::paths::trusted(|| guard(&pack, || (entry.load)(device)))?;
-        let cached =
-            guard(&pack, || Ok((inner.name().to_string(), inner.latent_dim(), inner.output_shape().to_vec())))?;
-        Ok(Arc::new(Guarded { inner, pack, cached }))
+        Ok(GeneratorRef::new(name, move |device: &Device| -> Result<Arc<dyn Generator>> {
+            let inner = crate::paths::trusted(|| guard(&pack, || (entry.load)(device)))?;
+            let cached =
+                guard(&pack, || Ok((inner.name().to_string(), inner.latent_dim(), inner.output_shape().to_vec())))?;
+            Ok(Arc::new(Guarded { inner, pack: pack.clone(), cached }))
+        }))
     }
 
     pub fn build_sampler(&self, name: &str, params: &Params, train: &Tensor) -> Result<Box<dyn Sampler>> {

@@ -7,6 +7,8 @@
 //! - `positive`: an integer that must be at least 1;
 //! - `flatten`: the field is itself a `Config`, whose parameters are this one's;
 //! - `skip`: not a parameter; parsing keeps the `Default` value;
+//! - `recorded_if = path`: `params()` records the field only when `path(&config)`
+//!   is true (a parameter that other fields make irrelevant keeps run keys short);
 //! - `with = module`: the field's parameters are read and written by `module::specs`,
 //!   `module::read` and `module::write` (the signatures of `ParamType`'s), for a
 //!   field type that stands for several parameters.
@@ -47,6 +49,7 @@ struct FieldOpts {
     flatten: bool,
     skip: bool,
     with: Option<syn::Path>,
+    recorded_if: Option<syn::Path>,
 }
 
 fn field_opts(attrs: &[Attribute]) -> syn::Result<FieldOpts> {
@@ -65,8 +68,10 @@ fn field_opts(attrs: &[Attribute]) -> syn::Result<FieldOpts> {
                 o.skip = true;
             } else if m.path.is_ident("with") {
                 o.with = Some(m.value()?.parse::<syn::Path>()?);
+            } else if m.path.is_ident("recorded_if") {
+                o.recorded_if = Some(m.value()?.parse::<syn::Path>()?);
             } else {
-                return Err(m.error("expected one of: name, max, positive, flatten, skip, with"));
+                return Err(m.error("expected one of: name, max, positive, flatten, skip, with, recorded_if"));
             }
             Ok(())
         })?;
@@ -126,7 +131,10 @@ fn config(input: &DeriveInput) -> syn::Result<Tokens> {
         let read = quote!(#via::read(args, #name, ctx)?);
         let read = if o.positive { quote!(#c::positive(args, #name, #read)?) } else { read };
         reads.push(quote!(#fid: #read,));
-        writes.push(quote!(#via::write(&self.#fid, #name, out);));
+        writes.push(match &o.recorded_if {
+            Some(when) => quote!(if #when(self) { #via::write(&self.#fid, #name, out); }),
+            None => quote!(#via::write(&self.#fid, #name, out);),
+        });
     }
     let rest = if any_skip { quote!(..<Self as ::core::default::Default>::default()) } else { quote!() };
     let (ig, tg, wh) = input.generics.split_for_impl();
@@ -145,7 +153,7 @@ fn config(input: &DeriveInput) -> syn::Result<Tokens> {
                 })
             }
             #[allow(unused_variables)]
-            fn from_args(args: &::lumen_core::params::Args, ctx: &dyn #c::MethodBuilder) -> ::lumen_core::Result<Self> {
+            fn from_args(args: &::lumen_core::params::Args, ctx: &dyn #c::Builder) -> ::lumen_core::Result<Self> {
                 ::core::result::Result::Ok(Self { #(#reads)* #rest })
             }
             #[allow(unused_variables)]
@@ -234,7 +242,7 @@ fn choice(input: &DeriveInput) -> syn::Result<Tokens> {
             fn text(&self) -> ::core::option::Option<::std::string::String> {
                 ::core::option::Option::Some(#ident::name(self).to_string())
             }
-            fn read(args: &::lumen_core::params::Args, name: &'static str, _: &dyn #c::MethodBuilder) -> ::lumen_core::Result<Self> {
+            fn read(args: &::lumen_core::params::Args, name: &'static str, _: &dyn #c::Builder) -> ::lumen_core::Result<Self> {
                 #c::read_choice(args, name)
             }
         }

@@ -174,7 +174,7 @@ impl Default for IntegratedGradientsConfig {
 /// `baseline_tensor`): one config field, four parameters.
 mod baseline_param {
     use super::Baseline;
-    use lumen_core::config::{leak, MethodBuilder};
+    use lumen_core::config::{leak, Builder};
     use lumen_core::params::{Args, ParamKind, ParamSpec};
     use lumen_core::candle::Device;
     use lumen_core::{Error, Result};
@@ -202,7 +202,7 @@ mod baseline_param {
         ]
     }
 
-    pub fn read(a: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<Vec<Baseline>> {
+    pub fn read(a: &Args, name: &'static str, _: &dyn Builder) -> Result<Vec<Baseline>> {
         let bad = |p: &str, r: String| Error::bad_param(a.method(), p, r);
         let user = a.tensor("baseline_tensor", &Device::Cpu)?;
         let words = if !a.is_set(name) && user.is_some() { "tensor".to_string() } else { a.string(name)? };

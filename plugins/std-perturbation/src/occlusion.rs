@@ -36,7 +36,7 @@ impl Default for OcclusionConfig {
 
 /// `k` or `h,w`: one or two positive integers.
 mod pair {
-    use lumen_core::config::{leak, MethodBuilder};
+    use lumen_core::config::{leak, Builder};
     use lumen_core::params::{Args, ParamKind, ParamSpec};
     use lumen_core::{Error, Result};
     use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ mod pair {
         let text = if d.0 == d.1 { d.0.to_string() } else { format!("{},{}", d.0, d.1) };
         vec![ParamSpec::new(name, ParamKind::FloatList, leak(Some(text)), doc)]
     }
-    pub fn read(a: &Args, name: &'static str, _: &dyn MethodBuilder) -> Result<(usize, usize)> {
+    pub fn read(a: &Args, name: &'static str, _: &dyn Builder) -> Result<(usize, usize)> {
         let v = a.list(name)?;
         let ok = |x: f64| x >= 1.0 && x.fract() == 0.0;
         match v.as_slice() {
@@ -62,7 +62,7 @@ mod pair {
 /// A tensor parameter recorded by its shape (empty when not given).
 mod recorded_tensor {
     use lumen_core::candle::Tensor;
-    use lumen_core::config::{MethodBuilder, ParamType};
+    use lumen_core::config::{Builder, ParamType};
     use lumen_core::params::{Args, ParamSpec};
     use lumen_core::Result;
     use std::collections::BTreeMap;
@@ -70,7 +70,7 @@ mod recorded_tensor {
     pub fn specs(name: &'static str, doc: &'static str, d: &Option<Tensor>) -> Vec<ParamSpec> {
         <Option<Tensor> as ParamType>::specs(name, doc, d)
     }
-    pub fn read(a: &Args, name: &'static str, ctx: &dyn MethodBuilder) -> Result<Option<Tensor>> {
+    pub fn read(a: &Args, name: &'static str, ctx: &dyn Builder) -> Result<Option<Tensor>> {
         <Option<Tensor> as ParamType>::read(a, name, ctx)
     }
     pub fn write(v: &Option<Tensor>, name: &str, out: &mut BTreeMap<String, String>) {

@@ -3,18 +3,16 @@
 //! through the network in one batch. Every explanation reports its
 //! summation-to-delta error `Σ C − (f(x) − f(ref))` per example.
 
-use lumen_core::candle::{DType, Device, Tensor, Var, D};
+use lumen_core::candle::{DType, Tensor, Var, D};
 use lumen_core::data::{Mnist, Split};
 use lumen_core::method::{chunks, prepare, repeat_each};
 use lumen_core::model::{ForwardOptions, LayerKind, Network};
-use lumen_core::params::{ParamKind, ParamSpec};
 use crate::rules::deeplift::{self as rules, DeepLiftSettings, OneHotNormalize};
 use lumen_core::rules::{Matcher, RuleCtx, RuleMap};
-use lumen_core::config::{read_choice, Choice};
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
+use lumen_core::config::Choice;
+use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The rule for nonlinearities.
@@ -62,20 +60,29 @@ pub enum Pool {
     MnistTrain,
 }
 
-#[derive(Debug, Clone)]
+/// Configuration of [`DeepLift`].
+#[derive(Debug, Clone, Config)]
 pub struct DeepLiftConfig {
+    /// rule for nonlinearities
     pub rule: DeepLiftRule,
+    /// reference input
+    #[param(with = reference)]
     pub reference: Reference,
+    /// user reference(s) or the pool for mean/distribution
     pub reference_tensor: Option<Tensor>,
-    /// The pool of `mean`/`distribution` when `reference_tensor` is not given.
+    /// pool for mean/distribution without reference_tensor
+    #[param(recorded_if = DeepLiftConfig::reads_pool)]
     pub pool: Pool,
+    /// seed for drawing references
     pub seed: u64,
+    /// mean-normalise logits (eq. 21)
     pub softmax: SoftmaxMode,
-    /// §2.6 weight normalisation of the first layer, for one-hot inputs.
+    /// §2.6 first-layer normalisation for one-hot inputs
     pub onehot: bool,
-    /// `|δx|` below this uses the gradient.
+    /// |δx| below this falls back to the gradient
     pub eps: f64,
-    /// Inputs per pass (each pass also carries their references).
+    /// rows (inputs × references) per pass
+    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
     pub batch_size: usize,
 }
 
@@ -95,27 +102,77 @@ impl Default for DeepLiftConfig {
     }
 }
 
-pub static PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("rule", ParamKind::Choice(DeepLiftRule::NAMES), "rescale", "rule for nonlinearities"),
-    ParamSpec::new(
-        "reference",
-        ParamKind::Choice(REFERENCES),
-        "zero",
-        "reference input",
-    ),
-    ParamSpec::new("value", ParamKind::Float, "0", "value of the constant reference"),
-    ParamSpec::new("sigma", ParamKind::Float, "3", "σ (pixels) of the blurred reference"),
-    ParamSpec::new("reference_tensor", ParamKind::Tensor, "", "user reference(s) or the pool for mean/distribution"),
-    ParamSpec::new("pool", ParamKind::Choice(Pool::NAMES), "none", "pool for mean/distribution without reference_tensor"),
-    ParamSpec::new("n_references", ParamKind::Int, "16", "references drawn for reference=distribution").max(10_000),
-    ParamSpec::new("seed", ParamKind::Int, "0", "seed for drawing references"),
-    ParamSpec::new("softmax", ParamKind::Choice(SoftmaxMode::NAMES), "auto", "mean-normalise logits (eq. 21)"),
-    ParamSpec::new("onehot", ParamKind::Bool, "false", "§2.6 first-layer normalisation for one-hot inputs"),
-    ParamSpec::new("eps", ParamKind::Float, "1e-6", "|δx| below this falls back to the gradient"),
-    ParamSpec::new("batch_size", ParamKind::Int, "32", "rows (inputs × references) per pass").max(lumen_core::params::MAX_BATCH_SIZE),
-];
+impl DeepLiftConfig {
+    /// `pool` is read (and recorded) only by mean/distribution without a tensor, so
+    /// other configs keep their run keys.
+    fn reads_pool(&self) -> bool {
+        matches!(self.reference, Reference::Mean | Reference::Distribution(_)) && self.reference_tensor.is_none()
+    }
+}
 
-const REFERENCES: &[&str] = &["zero", "constant", "blur", "mean", "tensor", "distribution"];
+/// `reference=WORD` with the one number each kind reads: `value` (constant),
+/// `sigma` (blur) or `n_references` (distribution).
+mod reference {
+    use super::Reference;
+    use lumen_core::config::{leak, Builder};
+    use lumen_core::params::{Args, ParamKind, ParamSpec};
+    use lumen_core::{Error, Result};
+    use std::collections::BTreeMap;
+
+    const WORDS: &[&str] = &["zero", "constant", "blur", "mean", "tensor", "distribution"];
+    // The numbers' defaults when the default reference does not fix them.
+    const VALUE: f64 = 0.0;
+    const SIGMA: f64 = 3.0;
+    const N_REFERENCES: usize = 16;
+
+    fn parts(r: &Reference) -> (&'static str, Option<(&'static str, String)>) {
+        match r {
+            Reference::Zero => ("zero", None),
+            Reference::Constant(v) => ("constant", Some(("value", v.to_string()))),
+            Reference::Blur(s) => ("blur", Some(("sigma", s.to_string()))),
+            Reference::Mean => ("mean", None),
+            Reference::Tensor => ("tensor", None),
+            Reference::Distribution(n) => ("distribution", Some(("n_references", n.to_string()))),
+        }
+    }
+
+    pub fn specs(name: &'static str, doc: &'static str, d: &Reference) -> Vec<ParamSpec> {
+        let (word, _) = parts(d);
+        let value = match d { Reference::Constant(v) => *v, _ => VALUE };
+        let sigma = match d { Reference::Blur(s) => *s, _ => SIGMA };
+        let n = match d { Reference::Distribution(n) => *n, _ => N_REFERENCES };
+        vec![
+            ParamSpec::new(name, ParamKind::Choice(WORDS), word, doc),
+            ParamSpec::new("value", ParamKind::Float, leak(Some(value.to_string())), "value of the constant reference"),
+            ParamSpec::new("sigma", ParamKind::Float, leak(Some(sigma.to_string())), "σ (pixels) of the blurred reference"),
+            ParamSpec::new("n_references", ParamKind::Int, leak(Some(n.to_string())), "references drawn for reference=distribution")
+                .max(10_000),
+        ]
+    }
+
+    pub fn read(a: &Args, name: &'static str, _: &dyn Builder) -> Result<Reference> {
+        Ok(match a.string(name)?.as_str() {
+            "constant" => Reference::Constant(a.f64("value")?),
+            "blur" => match a.f64("sigma")? {
+                s if s > 0.0 => Reference::Blur(s),
+                _ => return Err(Error::bad_param(a.method(), "sigma", "must be > 0")),
+            },
+            "mean" => Reference::Mean,
+            "tensor" => Reference::Tensor,
+            "distribution" => Reference::Distribution(a.positive("n_references")?),
+            "zero" => Reference::Zero,
+            other => return Err(Error::bad_param(a.method(), name, format!("'{other}' is not one of {}", WORDS.join(", ")))),
+        })
+    }
+
+    pub fn write(r: &Reference, name: &str, out: &mut BTreeMap<String, String>) {
+        let (word, extra) = parts(r);
+        out.insert(name.to_string(), word.to_string());
+        if let Some((k, v)) = extra {
+            out.insert(k.to_string(), v);
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct DeepLift {
@@ -123,46 +180,9 @@ pub struct DeepLift {
 }
 
 impl DeepLift {
+    /// Library use: the config is taken as given (`Method::new` checks it).
     pub fn new(config: DeepLiftConfig) -> Self {
         DeepLift { config }
-    }
-
-    pub fn from_args(a: &Args) -> Result<Self> {
-        // Unknown words are errors that list the choices, never a silent default.
-        let rule = read_choice::<DeepLiftRule>(a, "rule")?;
-        let sigma = a.f64("sigma")?;
-        let reference = match a.string("reference")?.as_str() {
-            "constant" => Reference::Constant(a.f64("value")?),
-            "blur" if sigma <= 0.0 => return Err(Error::bad_param("deeplift", "sigma", "must be > 0")),
-            "blur" => Reference::Blur(sigma),
-            "mean" => Reference::Mean,
-            "tensor" => Reference::Tensor,
-            "distribution" => Reference::Distribution(a.positive("n_references")?),
-            "zero" => Reference::Zero,
-            other => {
-                return Err(Error::bad_param("deeplift", "reference", format!("'{other}' is not one of {}", REFERENCES.join(", "))))
-            }
-        };
-        let reference_tensor = a.tensor("reference_tensor", &Device::Cpu)?;
-        if matches!(reference, Reference::Tensor) && reference_tensor.is_none() {
-            return Err(Error::bad_param("deeplift", "reference_tensor", "is required with reference=tensor"));
-        }
-        let softmax = read_choice::<SoftmaxMode>(a, "softmax")?;
-        let eps = a.f64("eps")?;
-        if eps < 0.0 {
-            return Err(Error::bad_param("deeplift", "eps", "must be ≥ 0"));
-        }
-        Ok(DeepLift::new(DeepLiftConfig {
-            rule,
-            reference,
-            reference_tensor,
-            pool: read_choice::<Pool>(a, "pool")?,
-            seed: a.u64("seed")?,
-            softmax,
-            onehot: a.bool("onehot")?,
-            eps,
-            batch_size: a.positive("batch_size")?,
-        }))
     }
 
     fn settings(&self) -> DeepLiftSettings {
@@ -359,48 +379,28 @@ fn before_softmax(net: &Network) -> Option<String> {
     Some(nodes[src - 1].name.clone())
 }
 
-impl Attributor for DeepLift {
-    fn name(&self) -> &str {
-        "deeplift"
+impl Method for DeepLift {
+    const NAME: &'static str = "deeplift";
+    const SUMMARY: &'static str = "DeepLIFT: contributions m·(x − ref) with Rescale or RevealCancel multipliers";
+    type Config = DeepLiftConfig;
+    const PROPS: MethodProps =
+        MethodProps { multiplies_input: true, completeness: true, needs_rules: true, stochastic: false, wrapper: false };
+    fn props_of(c: &DeepLiftConfig) -> MethodProps {
+        MethodProps { stochastic: matches!(c.reference, Reference::Distribution(_)), ..Self::PROPS }
     }
-    fn props(&self) -> MethodProps {
-        MethodProps {
-            multiplies_input: true,
-            completeness: true,
-            needs_rules: true,
-            stochastic: matches!(self.config.reference, Reference::Distribution(_)),
-            wrapper: false,
+    fn new(config: DeepLiftConfig) -> Result<Self> {
+        if matches!(config.reference, Reference::Tensor) && config.reference_tensor.is_none() {
+            return Err(Error::bad_param("deeplift", "reference_tensor", "is required with reference=tensor"));
         }
+        if !(config.eps >= 0.0) {
+            return Err(Error::bad_param("deeplift", "eps", "must be ≥ 0"));
+        }
+        Ok(DeepLift { config })
     }
-    fn params(&self) -> BTreeMap<String, String> {
-        let c = &self.config;
-        let (reference, extra) = match &c.reference {
-            Reference::Zero => ("zero", None),
-            Reference::Constant(v) => ("constant", Some(("value", v.to_string()))),
-            Reference::Blur(s) => ("blur", Some(("sigma", s.to_string()))),
-            Reference::Mean => ("mean", None),
-            Reference::Tensor => ("tensor", None),
-            Reference::Distribution(n) => ("distribution", Some(("n_references", n.to_string()))),
-        };
-        let mut p = BTreeMap::from([
-            ("rule".to_string(), c.rule.name().to_string()),
-            ("reference".to_string(), reference.to_string()),
-            ("softmax".to_string(), c.softmax.name().to_string()),
-            ("onehot".to_string(), c.onehot.to_string()),
-            ("eps".to_string(), c.eps.to_string()),
-            ("batch_size".to_string(), c.batch_size.to_string()),
-            ("seed".to_string(), c.seed.to_string()),
-        ]);
-        if let Some((k, v)) = extra {
-            p.insert(k.to_string(), v);
-        }
-        // Only where it is read, so other configs keep their recorded keys.
-        if matches!(c.reference, Reference::Mean | Reference::Distribution(_)) && c.reference_tensor.is_none() {
-            p.insert("pool".into(), c.pool.name().to_string());
-        }
-        p
+    fn config(&self) -> &DeepLiftConfig {
+        &self.config
     }
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
         let net = model.network().ok_or_else(|| {
             Error::unsupported("deeplift", format!("model '{}' is not built from the explainable layer vocabulary", model.info().name))
         })?;
@@ -443,14 +443,7 @@ impl Attributor for DeepLift {
     }
 }
 
-lumen_core::submit_method!(
-    "deeplift",
-    "DeepLIFT: contributions m·(x − ref) with Rescale or RevealCancel multipliers",
-    PARAMS,
-    // The default config's props, as `props()` computes them (not a second copy).
-    DeepLift::default().props(),
-    |a, _| Ok(Box::new(DeepLift::from_args(a)?)),
-);
+lumen_core::submit_method!(DeepLift);
 
 #[cfg(test)]
 mod tests {
@@ -461,7 +454,7 @@ mod tests {
     /// and the props follow the config instead of a static copy.
     #[test]
     fn words_are_checked_and_props_follow_the_config() {
-        let build = |p: Params| Args::new("deeplift", PARAMS, &p).and_then(|a| DeepLift::from_args(&a));
+        let build = |p: Params| <DeepLift as Method>::from_params(&p, &lumen_core::config::NoMethods);
         let e = build(Params::new().with("rule", "revealcancle")).unwrap_err().to_string();
         assert!(e.contains("revealcancle") && e.contains("rescale, revealcancel"), "{e}");
         let e = build(Params::new().with("pool", "imagenet")).unwrap_err().to_string();
