@@ -493,8 +493,8 @@ mod tests {
             Err(Error::msg("not used"))
         }
     }
-    struct Builder;
-    impl Builder for Builder {
+    struct Inners;
+    impl Builder for Inners {
         fn build_method(&self, name: &str, params: &Params) -> Result<Box<dyn Attributor>> {
             match name {
                 "plain" => Ok(Box::new(Plain::from_params(params, self)?)),
@@ -508,12 +508,12 @@ mod tests {
         let names: Vec<_> = Wrapper::schema().iter().map(|p| p.name).collect();
         assert_eq!(names[..2], ["inner", "n"]);
         assert_eq!(Wrapper::schema()[0].default, "plain");
-        let w = Wrapper::from_params("w", &Params::new().with("inner.k", 3i64).with("n", 2i64), &Builder).unwrap();
+        let w = Wrapper::from_params("w", &Params::new().with("inner.k", 3i64).with("n", 2i64), &Inners).unwrap();
         let p = w.to_params();
         assert_eq!((p["inner"].as_str(), p["inner.k"].as_str(), p["n"].as_str()), ("plain", "3", "2"));
         assert!(w.inner.props().stochastic && w.inner.get().is_ok());
         assert!(Wrapper::default().inner.get().is_err());
-        let e = Wrapper::from_params("w", &Params::new().with("inner.j", 3i64), &Builder).unwrap_err().to_string();
+        let e = Wrapper::from_params("w", &Params::new().with("inner.j", 3i64), &Inners).unwrap_err().to_string();
         assert!(e.contains("inner") || e.contains("'j'"), "{e}");
         // the blanket Attributor impl reports the declared name, props and params
         let m = Plain::new(PlainConfig { k: 1 }).unwrap();
