@@ -448,6 +448,7 @@ lumen_core::submit_method!(DeepLift);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lumen_core::candle::Device;
     use lumen_core::Params;
 
     /// Words are checked (no silent default), the MNIST pool is asked for by name,
@@ -491,6 +492,7 @@ mod tests {
 #[cfg(test)]
 mod genomics_layers {
     use super::*;
+    use lumen_core::candle::Device;
     use lumen_core::candle_nn::VarBuilder;
     use lumen_core::model::network::init_params;
     use lumen_core::model::{LayerKind as K, LayerSpec as L, ModelInfo, NetworkModel};
