@@ -273,19 +273,24 @@ impl Registry {
     }
 
     pub fn build_sampler(&self, name: &str, params: &Params, train: &Tensor) -> Result<Box<dyn Sampler>> {
-        let (entry, origin) = self.entry::<SamplerEntry>(name)?;
-        let args = Args::new(name, entry.params, params)?;
-        let pack = origin.pack.clone();
-        let inner = guard(&pack, || (entry.build)(&args, train))?;
-        let cached = guard(&pack, || Ok(inner.name().to_string()))?;
-        Ok(Box::new(Guarded { inner, pack, cached }))
+        self.guarded_sampler(name, params, |e, a| (e.build)(a, train))
     }
 
     pub fn load_sampler(&self, name: &str, params: &Params, path: &std::path::Path) -> Result<Box<dyn Sampler>> {
+        self.guarded_sampler(name, params, |e, a| (e.load)(a, path))
+    }
+
+    /// A sampler made by `make` from its checked params, under its pack's guard.
+    fn guarded_sampler(
+        &self,
+        name: &str,
+        params: &Params,
+        make: impl FnOnce(&'static SamplerEntry, &Args) -> Result<Box<dyn Sampler>>,
+    ) -> Result<Box<dyn Sampler>> {
         let (entry, origin) = self.entry::<SamplerEntry>(name)?;
         let args = Args::new(name, entry.params, params)?;
         let pack = origin.pack.clone();
-        let inner = guard(&pack, || (entry.load)(&args, path))?;
+        let inner = guard(&pack, || make(entry, &args))?;
         let cached = guard(&pack, || Ok(inner.name().to_string()))?;
         Ok(Box::new(Guarded { inner, pack, cached }))
     }

@@ -178,6 +178,11 @@ fn mean_curve(o: &MetricOutput) -> Option<(Vec<f64>, Vec<Stats>)> {
     Some((x, st))
 }
 
+/// `mean,std,n` as the summary CSVs write them.
+fn stat_cols(s: &Stats) -> String {
+    format!("{},{},{}", f(s.mean), f(s.std), s.n)
+}
+
 fn csvs(aggs: &[MethodAgg], ctx: &Context) -> (String, String, String, String) {
     let mut per = String::from("method,metric,score,example,dataset_index,label,target,value\n");
     let mut sum = String::from("method,metric,score,mean,std,n,higher_is_better\n");
@@ -204,38 +209,17 @@ fn csvs(aggs: &[MethodAgg], ctx: &Context) -> (String, String, String, String) {
                     );
                 }
                 let s = stats(vals);
-                let _ = writeln!(
-                    sum,
-                    "{},{},{},{},{},{},{}",
-                    a.name,
-                    m.name,
-                    csv_field(&score),
-                    f(s.mean),
-                    f(s.std),
-                    s.n,
-                    m.entry.higher_is_better
-                );
+                let _ = writeln!(sum, "{},{},{},{},{}", a.name, m.name, csv_field(&score), stat_cols(&s), m.entry.higher_is_better);
             }
             if let Some((x, st)) = mean_curve(out) {
                 for (xi, s) in x.iter().zip(&st) {
-                    let _ = writeln!(cur, "{},{},{},{},{},{}", a.name, m.name, f(*xi), f(s.mean), f(s.std), s.n);
+                    let _ = writeln!(cur, "{},{},{},{}", a.name, m.name, f(*xi), stat_cols(s));
                 }
             }
             for l in out.layers.iter().flatten() {
                 for (score, vals) in [("spearman", &l.spearman), ("ssim", &l.ssim)] {
                     let s = stats(vals);
-                    let _ = writeln!(
-                        lay,
-                        "{},{},{},{},{},{},{},{}",
-                        a.name,
-                        m.name,
-                        l.step,
-                        csv_field(&l.layer),
-                        score,
-                        f(s.mean),
-                        f(s.std),
-                        s.n
-                    );
+                    let _ = writeln!(lay, "{},{},{},{},{},{}", a.name, m.name, l.step, csv_field(&l.layer), score, stat_cols(&s));
                 }
             }
         }
