@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod explain;
 mod models;
+mod kernels;
 mod gradients;
 mod pda;
 mod script;

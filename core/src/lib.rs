@@ -16,6 +16,7 @@ pub mod explanation;
 pub mod generator;
 pub mod guard;
 pub mod io;
+pub mod kernels;
 pub mod method;
 pub mod metric;
 pub mod model;

@@ -58,7 +58,9 @@ impl Node {
             LayerKind::MaxPool2d { kernel, stride } => {
                 super::pool::max_pool2d(x, (*kernel, *kernel), (*stride, *stride))?
             }
-            LayerKind::AvgPool2d { kernel, stride } => x.avg_pool2d_with_stride(*kernel, *stride)?,
+            LayerKind::AvgPool2d { kernel, stride } => {
+                crate::kernels::avg_pool2d(x, crate::kernels::PoolParams::square(*kernel, *stride))?
+            }
             LayerKind::GlobalAvgPool => {
                 let (b, c) = (x.dim(0)?, x.dim(1)?);
                 x.reshape((b, c, ()))?.mean(D::Minus1)?
@@ -89,32 +91,23 @@ impl Node {
     /// Conv or linear with the given (possibly modified) weight and bias. LRP and
     /// DeepLIFT rules call this with w⁺, w − γw⁺ and so on.
     pub fn affine(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        let y = match &self.kind {
-            // As a conv2d of height 1: candle 0.11's conv1d backward (conv_transpose1d)
-            // mixes up the rows of a batch, so both input and weight gradients were wrong.
-            // The tail that no window reaches is cropped: conv2d's backward sizes its
-            // output padding from the height only.
-            LayerKind::Conv1d { stride, padding, .. } => {
-                let x = if *padding > 0 { x.pad_with_zeros(D::Minus1, *padding, *padding)? } else { x.clone() };
-                let (len, k) = (x.dim(D::Minus1)?, w.dim(D::Minus1)?);
-                let x = if len >= k && *stride > 1 { x.narrow(D::Minus1, 0, (len - k) / stride * stride + k)? } else { x };
-                x.unsqueeze(2)?.conv2d(&w.unsqueeze(2)?, 0, *stride, 1, 1)?.squeeze(2)?
-            }
-            LayerKind::Conv2d { stride, padding, .. } => x.conv2d(w, *padding, *stride, 1, 1)?,
-            LayerKind::Linear { .. } => x.matmul(&w.t()?)?,
-            other => {
-                return Err(Error::msg(format!(
-                    "layer '{}' ({}) is not an affine layer",
-                    self.name,
-                    other.type_name()
-                )))
-            }
-        };
-        Ok(match b {
-            None => y,
-            Some(b) if matches!(self.kind, LayerKind::Linear { .. }) => y.broadcast_add(b)?,
-            Some(b) => y.broadcast_add(&per_channel(b, y.rank())?)?,
-        })
+        // lumen's kernels (crate::kernels): on the CPU they compute only the gradients
+        // of tracked arguments, elsewhere they are candle's ops.
+        match &self.kind {
+            LayerKind::Conv1d { stride, padding, .. } => crate::kernels::conv1d(x, w, b, *stride, *padding),
+            LayerKind::Conv2d { stride, padding, .. } => crate::kernels::conv2d(
+                x,
+                w,
+                b,
+                crate::kernels::ConvParams { stride: (*stride, *stride), padding: (*padding, *padding) },
+            ),
+            LayerKind::Linear { .. } => crate::kernels::linear(x, w, b),
+            other => Err(Error::msg(format!(
+                "layer '{}' ({}) is not an affine layer",
+                self.name,
+                other.type_name()
+            ))),
+        }
     }
 
     /// BatchNorm as a per-channel affine map `x * scale + shift`.

@@ -2,38 +2,19 @@
 //!
 //! candle 0.11's max-pool backward multiplies the gradient by (number of maxima in
 //! the window)/k² — a unique maximum of a 2×2 window receives g/4 — so input
-//! gradients through max-pools are wrong. Here the value comes from candle's kernel
-//! and the gradient goes, whole, to the first maximum of each window (PyTorch's and
-//! Zeiler's switches), through a value-preserving surrogate.
+//! gradients through max-pools would be wrong. lumen's kernel ([`crate::kernels`])
+//! sends each window's gradient, whole, to its first maximum (PyTorch's and Zeiler's
+//! switches), for any kernel, stride, padding and ceil mode.
 
-use crate::autograd::surrogate;
+use crate::kernels::{self, PoolParams};
 use crate::Result;
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
-/// `[B, C, H, W]` max pooling; the backward routes each window's gradient to its
-/// first maximum. With kernel ≠ stride only candle's own pass is available.
+/// `[B, C, H, W]` max pooling without padding (floor mode); the backward routes each
+/// window's gradient to its first maximum.
 pub fn max_pool2d(x: &Tensor, kernel: (usize, usize), stride: (usize, usize)) -> Result<Tensor> {
-    let y = x.max_pool2d_with_stride(kernel, stride)?;
-    // Nothing to differentiate, or windows that overlap or skip: plain pass.
-    if !x.track_op() || kernel != stride {
-        return Ok(y);
-    }
-    let (b, c, h, w) = x.dims4()?;
-    let (kh, kw) = kernel;
-    let (ho, wo) = (h / kh, w / kw);
-    let win = x
-        .narrow(2, 0, ho * kh)?
-        .narrow(3, 0, wo * kw)?
-        .reshape((b, c, ho, kh, wo, kw))?
-        .permute((0, 1, 2, 4, 3, 5))?
-        .reshape((b, c, ho, wo, kh * kw))?;
-    let switch = win.detach().argmax_keepdim(D::Minus1)?;
-    let pos = Tensor::arange(0u32, (kh * kw) as u32, x.device())?;
-    let onehot = switch.broadcast_eq(&pos)?.to_dtype(x.dtype())?;
-    let s = (win * onehot)?.sum(D::Minus1)?;
-    surrogate(&y, &s)
+    kernels::max_pool2d(x, PoolParams { kernel, stride, padding: (0, 0), ceil_mode: false })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,456 @@
+//! CPU kernels on contiguous slices: im2col + GEMM convolution and its two adjoints,
+//! and window pooling. Images of a batch run in parallel on rayon's pool (the one
+//! candle's own CPU kernels use), each with a single-threaded GEMM; a batch smaller
+//! than the thread count instead gives its threads to the GEMM.
+
+use candle_core::WithDType;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+pub(crate) fn threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+fn gemm_par(nt: usize) -> Parallelism {
+    if nt > 1 {
+        Parallelism::Rayon(nt)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// A matrix operand: the slice and its (row, column) strides.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a, T> {
+    pub data: &'a [T],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    pub fn rows(data: &'a [T], cols: usize) -> Self {
+        Mat { data, rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major `[cols_t, rows_t]` matrix.
+    pub fn t(data: &'a [T], rows_t_cols: usize) -> Self {
+        Mat { data, rs: 1, cs: rows_t_cols }
+    }
+    fn fits(&self, m: usize, n: usize) -> bool {
+        m == 0 || n == 0 || (m - 1) * self.rs + (n - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst[m×n] = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n]`, `dst` row-major.
+pub(crate) fn matmul<T: WithDType>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    par: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::zero());
+        }
+        return;
+    }
+    // The bounds the raw-pointer GEMM relies on.
+    assert!(dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n), "lumen kernel: GEMM operands out of bounds");
+    // SAFETY: every index the GEMM touches is inside the slices (checked above), and
+    // `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Runs `f(image, out_chunk, scratch, gemm parallelism)` for each of `b` images.
+fn for_images<T: WithDType, F>(out: &mut [T], stride: usize, b: usize, f: F)
+where
+    F: Fn(usize, &mut [T], &mut Vec<T>, Parallelism) + Sync + Send,
+{
+    if stride == 0 {
+        return;
+    }
+    let nt = threads();
+    if nt > 1 && b >= nt {
+        out.par_chunks_mut(stride).enumerate().for_each_init(Vec::new, |buf, (i, o)| f(i, o, buf, Parallelism::None));
+    } else {
+        let mut buf = Vec::new();
+        for (i, o) in out.chunks_mut(stride).enumerate() {
+            f(i, o, &mut buf, gemm_par(nt));
+        }
+    }
+}
+
+/// Geometry of a 2-D convolution (no dilation: the layer vocabulary has none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Conv {
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Conv {
+    /// Rows of the im2col matrix (`c·kh·kw`, the weight's row length).
+    pub fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Output positions per image.
+    pub fn n(&self) -> usize {
+        self.ho * self.wo
+    }
+    pub fn x_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    pub fn y_len(&self) -> usize {
+        self.o * self.n()
+    }
+    /// A 1×1 convolution with stride 1 and no padding: the image is its own im2col.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+    }
+}
+
+/// The outputs `[lo, hi)` whose input index `o·s + off` lies in `[0, len)`.
+fn span(out: usize, s: usize, off: isize, len: usize) -> (usize, usize) {
+    let lo = if off >= 0 { 0 } else { (off.unsigned_abs()).div_ceil(s) };
+    let hi = if off >= len as isize { 0 } else { ((len as isize - off) as usize).div_ceil(s) };
+    let lo = lo.min(out);
+    (lo, hi.min(out).max(lo))
+}
+
+/// One image `[c, h, w]` to its patch matrix `[c·kh·kw, ho·wo]` (zeros for padding).
+fn im2col<T: WithDType>(g: &Conv, x: &[T], col: &mut [T]) {
+    let n = g.n();
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = &mut col[((c * g.kh + ki) * g.kw + kj) * n..][..n];
+                let off = kj as isize - g.pw as isize;
+                let (lo, hi) = span(g.wo, g.sw, off, g.w);
+                for oy in 0..g.ho {
+                    let dst = &mut row[oy * g.wo..(oy + 1) * g.wo];
+                    let iy = (oy * g.sh + ki) as isize - g.ph as isize;
+                    if iy < 0 || iy >= g.h as isize || lo == hi {
+                        dst.fill(T::zero());
+                        continue;
+                    }
+                    let src = &x[(c * g.h + iy as usize) * g.w..][..g.w];
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    let base = (lo * g.sw) as isize + off;
+                    let base = base as usize;
+                    if g.sw == 1 {
+                        dst[lo..hi].copy_from_slice(&src[base..base + (hi - lo)]);
+                    } else {
+                        for (i, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[base + i * g.sw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each patch entry back onto its pixel.
+fn col2im<T: WithDType>(g: &Conv, col: &[T], x: &mut [T]) {
+    let n = g.n();
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = &col[((c * g.kh + ki) * g.kw + kj) * n..][..n];
+                let off = kj as isize - g.pw as isize;
+                let (lo, hi) = span(g.wo, g.sw, off, g.w);
+                if lo == hi {
+                    continue;
+                }
+                for oy in 0..g.ho {
+                    let iy = (oy * g.sh + ki) as isize - g.ph as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let src = &row[oy * g.wo..(oy + 1) * g.wo];
+                    let dst = &mut x[(c * g.h + iy as usize) * g.w..][..g.w];
+                    let base = ((lo * g.sw) as isize + off) as usize;
+                    for (i, s) in src[lo..hi].iter().enumerate() {
+                        dst[base + i * g.sw] += *s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, w) + bias`: per image `[o, n] = w[o, k] · im2col(x)[k, n]`.
+pub(crate) fn conv2d<T: WithDType>(g: &Conv, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    let (k, n) = (g.k(), g.n());
+    let mut y = vec![T::zero(); g.b * g.y_len()];
+    for_images(&mut y, g.y_len(), g.b, |i, yi, col, par| {
+        let xi = &x[i * g.x_len()..][..g.x_len()];
+        if let Some(bias) = bias {
+            for (row, v) in yi.chunks_mut(n).zip(bias) {
+                row.fill(*v);
+            }
+        }
+        let src: &[T] = if g.pointwise() {
+            xi
+        } else {
+            col.resize(k * n, T::zero());
+            im2col(g, xi, col);
+            col
+        };
+        matmul((g.o, n, k), yi, bias.is_some(), Mat::rows(w, k), Mat::rows(src, n), par);
+    });
+    y
+}
+
+/// The input gradient: per image `col2im(wᵀ[k, o] · gy[o, n])`.
+pub(crate) fn conv2d_input_grad<T: WithDType>(g: &Conv, gy: &[T], w: &[T]) -> Vec<T> {
+    let (k, n) = (g.k(), g.n());
+    let mut dx = vec![T::zero(); g.b * g.x_len()];
+    for_images(&mut dx, g.x_len(), g.b, |i, dxi, col, par| {
+        let gi = &gy[i * g.y_len()..][..g.y_len()];
+        if g.pointwise() {
+            matmul((k, n, g.o), dxi, false, Mat::t(w, k), Mat::rows(gi, n), par);
+        } else {
+            col.resize(k * n, T::zero());
+            matmul((k, n, g.o), col, false, Mat::t(w, k), Mat::rows(gi, n), par);
+            col2im(g, col, dxi);
+        }
+    });
+    dx
+}
+
+/// The weight gradient: `Σ_images gy[o, n] · im2col(x)ᵀ[n, k]`, one partial sum per
+/// thread.
+pub(crate) fn conv2d_weight_grad<T: WithDType>(g: &Conv, gy: &[T], x: &[T]) -> Vec<T> {
+    let (k, n) = (g.k(), g.n());
+    let nt = threads();
+    let chunks = if nt > 1 && g.b >= nt { nt } else { 1 };
+    let per = g.b.div_ceil(chunks.max(1)).max(1);
+    let par = if chunks == 1 { gemm_par(nt) } else { Parallelism::None };
+    let part = |t: usize| {
+        let mut dw = vec![T::zero(); g.o * k];
+        let mut col = Vec::new();
+        for i in t * per..((t + 1) * per).min(g.b) {
+            let xi = &x[i * g.x_len()..][..g.x_len()];
+            let gi = &gy[i * g.y_len()..][..g.y_len()];
+            let src: &[T] = if g.pointwise() {
+                xi
+            } else {
+                col.resize(k * n, T::zero());
+                im2col(g, xi, &mut col);
+                &col
+            };
+            matmul((g.o, k, n), &mut dw, true, Mat::rows(gi, n), Mat::t(src, n), par);
+        }
+        dw
+    };
+    let parts: Vec<Vec<T>> = if chunks == 1 { vec![part(0)] } else { (0..chunks).into_par_iter().map(part).collect() };
+    let mut it = parts.into_iter();
+    let mut dw = it.next().unwrap_or_else(|| vec![T::zero(); g.o * k]);
+    for p in it {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    dw
+}
+
+/// `y[b, o] = x[b, f] · w[o, f]ᵀ + bias[o]`.
+pub(crate) fn linear<T: WithDType>((b, f, o): (usize, usize, usize), x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    let mut y = vec![T::zero(); b * o];
+    if let Some(bias) = bias {
+        for row in y.chunks_mut(o) {
+            row.copy_from_slice(bias);
+        }
+    }
+    matmul((b, o, f), &mut y, bias.is_some(), Mat::rows(x, f), Mat::t(w, f), gemm_par(threads()));
+    y
+}
+
+/// Geometry of a 2-D pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pool {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+/// One window: rows `[y0, y1)`, columns `[x0, x1)` of the input, and the
+/// average's divisor (the window clipped to the padded input, padding included).
+struct Window {
+    y0: usize,
+    y1: usize,
+    x0: usize,
+    x1: usize,
+    div: usize,
+}
+
+fn clip(o: usize, s: usize, k: usize, p: usize, len: usize) -> (usize, usize, usize) {
+    let start = (o * s) as isize - p as isize;
+    let end = (start + k as isize).min((len + p) as isize);
+    let div = (end - start) as usize;
+    (start.max(0) as usize, end.min(len as isize).max(0) as usize, div)
+}
+
+impl Pool {
+    pub fn x_len(&self) -> usize {
+        self.h * self.w
+    }
+    pub fn y_len(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn window(&self, oy: usize, ox: usize) -> Window {
+        let (y0, y1, dh) = clip(oy, self.sh, self.kh, self.ph, self.h);
+        let (x0, x1, dw) = clip(ox, self.sw, self.kw, self.pw, self.w);
+        Window { y0, y1, x0, x1, div: dh * dw }
+    }
+    /// Index in the plane of the window's first maximum (row-major; a NaN wins, as in
+    /// PyTorch).
+    fn argmax<T: WithDType>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
+        let win = self.window(oy, ox);
+        let mut best = win.y0 * self.w + win.x0;
+        for y in win.y0..win.y1 {
+            for x in win.x0..win.x1 {
+                let i = y * self.w + x;
+                let (v, m) = (plane[i], plane[best]);
+                #[allow(clippy::eq_op)]
+                let v_nan = v != v;
+                #[allow(clippy::eq_op)]
+                let m_nan = m != m;
+                if !m_nan && (v > m || v_nan) {
+                    best = i;
+                }
+            }
+        }
+        best
+    }
+}
+
+pub(crate) fn max_pool<T: WithDType>(g: &Pool, x: &[T]) -> Vec<T> {
+    let mut y = vec![T::zero(); g.planes * g.y_len()];
+    y.par_chunks_mut(g.y_len().max(1)).enumerate().for_each(|(p, yp)| {
+        let xp = &x[p * g.x_len()..][..g.x_len()];
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                yp[oy * g.wo + ox] = xp[g.argmax(xp, oy, ox)];
+            }
+        }
+    });
+    y
+}
+
+/// The max-pool gradient: each window's `gy` goes whole to its first maximum.
+pub(crate) fn max_pool_scatter<T: WithDType>(g: &Pool, x: &[T], gy: &[T]) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.planes * g.x_len()];
+    dx.par_chunks_mut(g.x_len().max(1)).enumerate().for_each(|(p, dxp)| {
+        let xp = &x[p * g.x_len()..][..g.x_len()];
+        let gp = &gy[p * g.y_len()..][..g.y_len()];
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                dxp[g.argmax(xp, oy, ox)] += gp[oy * g.wo + ox];
+            }
+        }
+    });
+    dx
+}
+
+/// The adjoint of [`max_pool_scatter`] in `gy`: `v` read at each window's maximum.
+pub(crate) fn max_pool_gather<T: WithDType>(g: &Pool, x: &[T], v: &[T]) -> Vec<T> {
+    let mut y = vec![T::zero(); g.planes * g.y_len()];
+    y.par_chunks_mut(g.y_len().max(1)).enumerate().for_each(|(p, yp)| {
+        let xp = &x[p * g.x_len()..][..g.x_len()];
+        let vp = &v[p * g.x_len()..][..g.x_len()];
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                yp[oy * g.wo + ox] = vp[g.argmax(xp, oy, ox)];
+            }
+        }
+    });
+    y
+}
+
+/// Average pooling; padding counts towards the divisor (PyTorch's default).
+pub(crate) fn avg_pool<T: WithDType>(g: &Pool, x: &[T]) -> Vec<T> {
+    let mut y = vec![T::zero(); g.planes * g.y_len()];
+    y.par_chunks_mut(g.y_len().max(1)).enumerate().for_each(|(p, yp)| {
+        let xp = &x[p * g.x_len()..][..g.x_len()];
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                let win = g.window(oy, ox);
+                let mut s = T::zero();
+                for y in win.y0..win.y1 {
+                    for v in &xp[y * g.w + win.x0..y * g.w + win.x1] {
+                        s += *v;
+                    }
+                }
+                yp[oy * g.wo + ox] = s / T::from_f64(win.div as f64);
+            }
+        }
+    });
+    y
+}
+
+/// The adjoint of [`avg_pool`]: each window's `gy / divisor` added to its pixels.
+pub(crate) fn avg_pool_adjoint<T: WithDType>(g: &Pool, gy: &[T]) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.planes * g.x_len()];
+    dx.par_chunks_mut(g.x_len().max(1)).enumerate().for_each(|(p, dxp)| {
+        let gp = &gy[p * g.y_len()..][..g.y_len()];
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                let win = g.window(oy, ox);
+                let v = gp[oy * g.wo + ox] / T::from_f64(win.div as f64);
+                for y in win.y0..win.y1 {
+                    for d in &mut dxp[y * g.w + win.x0..y * g.w + win.x1] {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    });
+    dx
+}
