@@ -149,3 +149,68 @@ fn reproduce_pda_quick_writes_figures() {
     assert!(md.contains("Window-size sweep") && md.contains("| 2 |"), "{md}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The model without its network, so occlusion and PDA take the plain path (one
+/// full forward pass per window).
+struct Opaque(Arc<dyn Classifier>);
+
+impl Classifier for Opaque {
+    fn info(&self) -> &lumen_core::model::ModelInfo {
+        self.0.info()
+    }
+    fn device(&self) -> &Device {
+        self.0.device()
+    }
+    fn forward(&self, xs: &Tensor) -> lumen_core::Result<Tensor> {
+        self.0.forward(xs)
+    }
+}
+
+/// max |a − b| ≤ 1e-5 · max |b|.
+fn close_rel(a: &Tensor, b: &Tensor, what: &str) {
+    let a = a.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let b = b.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "{what}: an all-zero map proves nothing");
+    let diff = a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff <= 1e-5 * scale, "{what}: max diff {diff} vs scale {scale}");
+}
+
+/// Incremental occlusion and PDA (first layers recomputed only where a window
+/// reaches) equal the plain path on every shipped image model, with windows and
+/// strides that hit the borders unevenly.
+#[test]
+fn incremental_windows_equal_full_forward_on_shipped_models() {
+    let (x, _) = Mnist::load().unwrap().batch(Split::Test, &[3, 1500, 7000], &Device::Cpu).unwrap();
+    let zeros = Arc::new(Marginal::fit(&x).unwrap());
+    for name in ["mnist-cnn", "mnist-allcnn", "mnist-cnn-noise", "mnist-cnn-biased"] {
+        let m = lumen_models::load_shipped(name, &Device::Cpu).unwrap();
+        assert!(m.network().is_some());
+        let plain = Opaque(m.clone());
+        for (k, s) in [(4usize, 3usize), (5, 2), (3, 7)] {
+            let cfg = lumen_std_perturbation::OcclusionConfig {
+                window: (k, k + 1),
+                strides: (s, s),
+                baseline: 0.3,
+                ..Default::default()
+            };
+            let occ = lumen_std_perturbation::Occlusion::new(cfg);
+            let a = occ.attribute(m.as_ref(), &x, &Target::Predicted).unwrap().attribution;
+            let b = occ.attribute(&plain, &x, &Target::Predicted).unwrap().attribution;
+            close_rel(&a, &b, &format!("{name} occlusion {k}×{} stride {s}", k + 1));
+        }
+        let cfg = PdaConfig {
+            window: 4,
+            stride: 3,
+            samples: 3,
+            num_train: 4000,
+            classes: lumen_std_perturbation::ClassSet::All,
+            ..Default::default()
+        };
+        let pda = Pda::new(cfg, zeros.clone());
+        let a = pda.attribute(m.as_ref(), &x, &Target::Predicted).unwrap();
+        let b = pda.attribute(&plain, &x, &Target::Predicted).unwrap();
+        close_rel(&a.attribution, &b.attribution, &format!("{name} pda"));
+        close_rel(&a.tensors["class_maps"], &b.tensors["class_maps"], &format!("{name} pda class maps"));
+    }
+}

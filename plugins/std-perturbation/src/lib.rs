@@ -3,6 +3,7 @@
 //! itself with `inventory`; the host reaches it through the registry.
 
 pub mod gaussian;
+pub mod incremental;
 pub mod marginal;
 pub mod occlusion;
 pub mod pda;
@@ -11,7 +12,7 @@ pub mod windows;
 pub use gaussian::{ConditionalGaussian, GaussianConfig};
 pub use marginal::Marginal;
 pub use occlusion::{Occlusion, OcclusionConfig};
-pub use pda::{ClassSet, Pda, PdaConfig, PdaOutput};
+pub use pda::{ClassSet, Pda, PdaConfig, PdaOutput, SamplerRef};
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}

@@ -2,6 +2,7 @@
 //! baseline, and record how much the target drops. Each pixel gets the average
 //! drop over the windows that cover it.
 
+use crate::incremental::{assemble, crops, Incremental, Pos};
 use crate::windows::{average, broadcast_channels, grid};
 use lumen_core::candle::{DType, Device, Tensor};
 use lumen_core::method::{chunks, prepare};
@@ -109,51 +110,66 @@ impl Method for Occlusion {
         let cfg = &self.config;
         let wins = grid(h, w, cfg.window, cfg.strides)
             .map_err(|e| Error::bad_param("occlusion", "window", e.to_string()))?;
-        let img_len = c * h * w;
-        let base: Vec<f32> = match &cfg.baseline_tensor {
+        let dev = model.device().clone();
+        let base = match &cfg.baseline_tensor {
             Some(t) => {
                 let t = if t.rank() == 4 && t.dim(0)? == 1 { t.squeeze(0)? } else { t.clone() };
                 if t.dims() != [c, h, w] {
                     return Err(Error::shape(format!("a baseline of [{c}, {h}, {w}]"), format!("{:?}", t.dims())));
                 }
-                t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?
+                t.to_dtype(DType::F32)?.to_device(&dev)?.unsqueeze(0)?
             }
-            None => vec![cfg.baseline; img_len],
+            None => Tensor::full(cfg.baseline, (1, c, h, w), &dev)?,
         };
-        let dev = model.device().clone();
-        let host = inputs.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
-        let eval = |xs: &Tensor, t: &Target| -> Result<Vec<f64>> {
-            Ok(objective(model, xs, t, ForwardOptions::default())?.0.to_dtype(DType::F64)?.to_vec1()?)
+        let xs_dev = inputs.to_dtype(DType::F32)?.to_device(&dev)?;
+        let f0 = objective(model, &inputs.to_device(&dev)?, &target, ForwardOptions::default())?.0;
+        let parts: Vec<_> = chunks(wins.len(), cfg.batch_size).collect();
+        let positions: Vec<Vec<Pos>> = parts.iter().map(|r| wins[r.clone()].iter().map(|v| (v.y, v.x)).collect()).collect();
+        // The baseline's patches per chunk: the same for every image.
+        let patches = positions.iter().map(|pos| crops(&base, pos, cfg.window)).collect::<Result<Vec<_>>>()?;
+        // Class targets on a network model: only what each window changes is recomputed.
+        let inc = match &target {
+            Target::Classes(_) if b > 0 => Incremental::new(model, &xs_dev.narrow(0, 0, 1)?)?,
+            _ => None,
         };
-        let f0 = eval(&inputs.to_device(&dev)?, &target)?;
+        let plans = match &inc {
+            Some(inc) => Some(
+                positions.iter().map(|pos| inc.plan(&xs_dev.narrow(0, 0, 1)?, cfg.window, pos)).collect::<Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
         let pb = indicatif::ProgressBar::new((b * wins.len()) as u64);
-        let mut attribution = Vec::with_capacity(b * img_len);
-        let mut batch = Vec::new();
+        // Every window's objective, on the device until the end.
+        let mut outs = vec![f0.to_dtype(DType::F64)?];
         for bi in 0..b {
-            let img = &host[bi * img_len..(bi + 1) * img_len];
-            let mut scores = Vec::with_capacity(wins.len());
-            for r in chunks(wins.len(), cfg.batch_size) {
-                let part = &wins[r];
-                batch.clear();
-                for win in part {
-                    let start = batch.len();
-                    batch.extend_from_slice(img);
-                    let dst = &mut batch[start..];
-                    for ch in 0..c {
-                        for y in win.y..win.y + win.h {
-                            let row = (ch * h + y) * w;
-                            dst[row + win.x..row + win.x + win.w].copy_from_slice(&base[row + win.x..row + win.x + win.w]);
-                        }
+            let x0 = xs_dev.narrow(0, bi, 1)?;
+            for (pi, part) in positions.iter().enumerate() {
+                let f = match (&inc, &plans, &target) {
+                    (Some(inc), Some(plans), Target::Classes(v)) => {
+                        let clean = inc.clean(&plans[pi], &x0)?;
+                        inc.forward(&plans[pi], &clean, &patches[pi])?.narrow(1, v[bi], 1)?.squeeze(1)?
                     }
-                }
-                let xs = Tensor::from_slice(&batch, (part.len(), c, h, w), &dev)?;
-                let t = target.select(bi..bi + 1).repeat_each(part.len());
-                scores.extend(eval(&xs, &t)?.into_iter().map(|f| f0[bi] - f));
+                    _ => {
+                        let t = target.select(bi..bi + 1).repeat_each(part.len());
+                        objective(model, &assemble(&x0, &patches[pi], part)?, &t, ForwardOptions::default())?.0
+                    }
+                };
+                outs.push(f.to_dtype(DType::F64)?);
                 pb.inc(part.len() as u64);
             }
-            attribution.extend(broadcast_channels(&average(h, w, &wins, &scores), c));
         }
         pb.finish_and_clear();
+        // The one copy to the host.
+        let all = Tensor::cat(&outs, 0)?.to_device(&Device::Cpu)?.to_vec1::<f64>()?;
+        if inc.is_some() && all.iter().any(|v| !v.is_finite()) {
+            return Err(Error::msg(format!("model '{}': the logits are NaN or infinite", model.info().name)));
+        }
+        let (f0, fs) = all.split_at(b);
+        let mut attribution = Vec::with_capacity(b * c * h * w);
+        for bi in 0..b {
+            let scores: Vec<f64> = fs[bi * wins.len()..(bi + 1) * wins.len()].iter().map(|f| f0[bi] - f).collect();
+            attribution.extend(broadcast_channels(&average(h, w, &wins, &scores), c));
+        }
         let attribution = Tensor::from_vec(attribution, (b, c, h, w), &Device::Cpu)?.to_device(inputs.device())?;
         Ok(Explanation::new("occlusion", attribution, target)
             .with_params(self.params())

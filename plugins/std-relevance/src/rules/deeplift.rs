@@ -153,73 +153,82 @@ impl Rule for MaxRoute {
             return Err(Error::shape(format!("a max-pool input of at least {kh}x{kw}"), format!("{dims:?}")));
         }
         let (oh, ow) = ((h - kh) / sh + 1, (w - kw) / sw + 1);
-        let xv = x.detach().flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let plane = h * w;
-        let nout = oh * ow;
-        let mut idx = vec![0u32; b * c * nout];
-        let mut mult = vec![1f32; b * c * nout];
-        let window = |base: usize, o: usize| {
-            let (i, j) = (o / ow, o % ow);
-            (0..kh).flat_map(move |di| (0..kw).map(move |dj| (i * sh + di) * w + j * sw + dj)).map(move |p| (p, base + p))
+        let (nout, kk) = (oh * ow, kh * kw);
+        let dev = x.device();
+        // Each output's window as plane positions, `[nout, kk]`; everything below
+        // stays on the device.
+        let win: Vec<u32> = (0..nout)
+            .flat_map(|o| {
+                let (i, j) = (o / ow, o % ow);
+                (0..kh).flat_map(move |di| (0..kw).map(move |dj| ((i * sh + di) * w + j * sw + dj) as u32))
+            })
+            .collect();
+        let win = Tensor::from_vec(win, (nout, kk), dev)?;
+        // The windows' values, `[b·c, nout, kk]`, in f32 like the reference loop.
+        let xw = x
+            .detach()
+            .to_dtype(DType::F32)?
+            .contiguous()?
+            .reshape((b * c, plane))?
+            .index_select(&win.flatten_all()?, 1)?
+            .reshape((b * c, nout, kk))?;
+        // The window slot of each output's first `true` in `mask` (`[rows, nout, kk]`),
+        // `[rows, nout, 1]`: ties go to the earliest slot, as a strict `>` scan does.
+        let rev = Tensor::from_vec((0..kk).map(|j| (kk - j) as f32).collect::<Vec<_>>(), (1, 1, kk), dev)?;
+        let first = |mask: &Tensor| -> Result<Tensor> {
+            let s = mask.to_dtype(DType::F32)?.broadcast_mul(&rev)?.max_keepdim(2)?;
+            // No `true` (only with NaNs): the first slot, as the scan keeps it.
+            let j = s.affine(-1.0, kk as f64)?;
+            Ok(s.ge(1f32)?.where_cond(&j, &s.zeros_like()?)?)
         };
-        match self.routing {
+        let at = |t: &Tensor, slot: &Tensor| -> Result<Tensor> { Ok(t.gather(&slot.to_dtype(DType::U32)?, 2)?) };
+        let position = |slot: &Tensor| -> Result<Tensor> {
+            let rows = slot.dim(0)?;
+            let w3 = win.unsqueeze(0)?.broadcast_as((rows, nout, kk))?.contiguous()?;
+            Ok(at(&w3, slot)?.squeeze(2)?)
+        };
+        let (idx, mult) = match self.routing {
             MaxRouting::Winner => {
-                for bc in 0..b * c {
-                    let base = bc * plane;
-                    for o in 0..nout {
-                        let mut best = (0usize, f32::NEG_INFINITY);
-                        for (p, k) in window(base, o) {
-                            if xv[k] > best.1 {
-                                best = (p, xv[k]);
-                            }
-                        }
-                        idx[bc * nout + o] = best.0 as u32;
-                    }
-                }
+                let xmax = xw.max_keepdim(2)?;
+                let slot = first(&xw.broadcast_eq(&xmax)?)?;
+                (position(&slot)?, Tensor::ones((b * c, nout), DType::F32, dev)?)
             }
             MaxRouting::DeepLift => {
                 let n = split_rows(ctx, x, self.name())?;
-                let e = self.eps as f32;
                 let half = n * c; // (input row, channel) pairs
-                for bc in 0..half {
-                    let (bx, br) = (bc * plane, (bc + half) * plane);
-                    for o in 0..nout {
-                        // The input's argmax; among ties, the one whose reference is
-                        // largest (its δx is then closest to δy).
-                        let (mut p_best, mut xmax, mut rbest) = (0usize, f32::NEG_INFINITY, f32::NEG_INFINITY);
-                        let mut rmax = f32::NEG_INFINITY;
-                        for (p, _) in window(0, o) {
-                            let (xi, ri) = (xv[bx + p], xv[br + p]);
-                            rmax = rmax.max(ri);
-                            if xi > xmax || (xi == xmax && ri > rbest) {
-                                (p_best, xmax, rbest) = (p, xi, ri);
-                            }
-                        }
-                        let dy = xmax - rmax;
-                        let mut dx = xmax - rbest;
-                        if dx.abs() < e {
-                            // δx at the argmax is zero but δy is not: only when the
-                            // reference's max sits elsewhere and is larger. Route to
-                            // the largest |δx| so the window still sums to δy.
-                            for (p, _) in window(0, o) {
-                                let d = xv[bx + p] - xv[br + p];
-                                if d.abs() > dx.abs() {
-                                    (p_best, dx) = (p, d);
-                                }
-                            }
-                        }
-                        let m = if dx.abs() < e { 1.0 } else { dy / dx };
-                        for row in [bc, bc + half] {
-                            idx[row * nout + o] = p_best as u32;
-                            mult[row * nout + o] = m;
-                        }
-                    }
-                }
+                let (xi, ri) = (xw.narrow(0, 0, half)?, xw.narrow(0, half, half)?);
+                // The input's argmax; among ties, the one whose reference is largest
+                // (its δx is then closest to δy).
+                let xmax = xi.max_keepdim(2)?;
+                let is_max = xi.broadcast_eq(&xmax)?;
+                let neg_inf = Tensor::full(f32::NEG_INFINITY, ri.shape(), dev)?;
+                let rmasked = is_max.where_cond(&ri, &neg_inf)?;
+                let rbest = rmasked.max_keepdim(2)?;
+                let slot1 = first(&(is_max.to_dtype(DType::F32)? * rmasked.broadcast_eq(&rbest)?.to_dtype(DType::F32)?)?.ge(0.5f32)?)?;
+                let rmax = ri.max_keepdim(2)?;
+                let dy = (&xmax - &rmax)?;
+                let dx1 = (&xmax - &rbest)?;
+                // δx at the argmax is zero but δy is not: only when the reference's max
+                // sits elsewhere and is larger. Route to the largest |δx| so the window
+                // still sums to δy.
+                let d = (&xi - &ri)?;
+                let ad = d.abs()?;
+                let dmax = ad.max_keepdim(2)?;
+                let slot2 = first(&ad.broadcast_eq(&dmax)?)?;
+                let e = self.eps as f32;
+                let small1 = dx1.abs()?.lt(e)?;
+                let fallback = (small1.to_dtype(DType::F32)? * dmax.gt(&dx1.abs()?)?.to_dtype(DType::F32)?)?.ge(0.5f32)?;
+                let slot = fallback.where_cond(&slot2, &slot1)?;
+                let dx = fallback.where_cond(&at(&d, &slot2)?, &dx1)?;
+                let m = dx.abs()?.lt(e)?.where_cond(&dx.ones_like()?, &(&dy / &dx)?)?;
+                let pos = position(&slot)?;
+                let m = m.squeeze(2)?;
+                (Tensor::cat(&[&pos, &pos], 0)?, Tensor::cat(&[&m, &m], 0)?)
             }
-        }
-        let dev = x.device();
-        let idx = Tensor::from_vec(idx, (b, c, nout), dev)?;
-        let mult = Tensor::from_vec(mult, (b, c, nout), dev)?.to_dtype(x.dtype())?;
+        };
+        let idx = idx.reshape((b, c, nout))?;
+        let mult = mult.reshape((b, c, nout))?.to_dtype(x.dtype())?;
         let xf = x.contiguous()?.reshape((b, c, plane))?;
         let s = (xf.gather(&idx, 2)? * mult)?.reshape(y.shape())?;
         surrogate(&y, &s)
