@@ -195,8 +195,8 @@ fn incremental_windows_equal_full_forward_on_shipped_models() {
                 ..Default::default()
             };
             let occ = lumen_std_perturbation::Occlusion::new(cfg);
-            let a = occ.attribute(m.as_ref(), &x, &Target::Predicted).unwrap().attribution;
-            let b = occ.attribute(&plain, &x, &Target::Predicted).unwrap().attribution;
+            let a = occ.attribute(m.as_ref(), &x, &Target::Predicted).unwrap().attribution().clone();
+            let b = occ.attribute(&plain, &x, &Target::Predicted).unwrap().attribution().clone();
             close_rel(&a, &b, &format!("{name} occlusion {k}×{} stride {s}", k + 1));
         }
         let cfg = PdaConfig {
@@ -210,7 +210,7 @@ fn incremental_windows_equal_full_forward_on_shipped_models() {
         let pda = Pda::new(cfg, zeros.clone());
         let a = pda.attribute(m.as_ref(), &x, &Target::Predicted).unwrap();
         let b = pda.attribute(&plain, &x, &Target::Predicted).unwrap();
-        close_rel(&a.attribution, &b.attribution, &format!("{name} pda"));
+        close_rel(a.attribution(), b.attribution(), &format!("{name} pda"));
         close_rel(&a.tensors["class_maps"], &b.tensors["class_maps"], &format!("{name} pda class maps"));
     }
 }
