@@ -3,6 +3,7 @@
 
 use lumen_cdeepex::inversion::{invert, InversionConfig};
 use lumen_cdeepex::{CDeepEx, CDeepExConfig, LatentProblem, SolverConfig};
+use lumen_core::Method;
 use lumen_core::candle::{DType, Device, Tensor};
 use lumen_core::candle_nn::VarBuilder;
 use lumen_core::generator::Generator;
@@ -46,7 +47,10 @@ fn linear(w: [[f32; 2]; 3], b: [f32; 3]) -> NetworkModel {
     NetworkModel::new(info, net, &d).unwrap()
 }
 
-fn solve(model: &NetworkModel, x0: [f64; 2], t: usize, p: usize, cfg: &SolverConfig) -> lumen_cdeepex::Solution {
+/// A solver config and whether the inequality constraints are kept (CDeepEx) or not (xGEMs).
+type Variant = (SolverConfig, bool);
+
+fn solve(model: &NetworkModel, x0: [f64; 2], t: usize, p: usize, (cfg, inequalities): &Variant) -> lumen_cdeepex::Solution {
     let gen = Identity([2]);
     let prob = LatentProblem {
         gen: &gen,
@@ -55,8 +59,8 @@ fn solve(model: &NetworkModel, x0: [f64; 2], t: usize, p: usize, cfg: &SolverCon
         z0: x0.to_vec(),
         true_class: t,
         probe: p,
-        margin: cfg.margin,
-        inequalities: cfg.inequalities,
+        margin: 0.1,
+        inequalities: *inequalities,
     };
     prob.solve(cfg).unwrap()
 }
@@ -65,8 +69,8 @@ fn solve(model: &NetworkModel, x0: [f64; 2], t: usize, p: usize, cfg: &SolverCon
 /// linear classifier every constraint is linear and the optimum is a projection.
 #[test]
 fn solver_reaches_closed_form_optima() {
-    let cdeepex = SolverConfig { outer_iters: 40, ..SolverConfig::default() };
-    let xgems = SolverConfig { inequalities: false, outer_iters: 40, ..SolverConfig::default() };
+    let cdeepex = (SolverConfig { outer_iters: 40, ..SolverConfig::default() }, true);
+    let xgems = (SolverConfig { outer_iters: 40, ..SolverConfig::default() }, false);
 
     // (a) Only the equality binds: projection of (2, 0.5) onto x₁ = x₂ is (1.25, 1.25);
     // class 2 (logit −x₁−x₂ = −2.5) stays far below, so both methods agree.
@@ -128,7 +132,7 @@ fn no_third_class_wins_on_success() {
     let data = lumen_core::data::Mnist::load().unwrap();
     // one digit of each of four classes
     let (xs, _) = data.batch(lumen_core::data::Split::Test, &[3, 230, 480, 870], &d).unwrap();
-    let m = CDeepEx::with_generator(CDeepExConfig::default(), vae());
+    let m = CDeepEx::new(CDeepExConfig::with_generator(vae())).unwrap();
     let e = m.attribute(model.as_ref(), &xs, &Target::Predicted).unwrap();
     assert_eq!(e.attribution().dims(), xs.dims());
     assert_eq!(e.tensor("generated").unwrap().dims(), xs.dims());
@@ -199,4 +203,69 @@ fn contrastive_is_the_difference_of_scaled_maps() {
     assert!((got[0][0] - 0.5).abs() < 1e-6 && (got[0][1] - 1.0).abs() < 1e-6, "{got:?}");
     // The unscaled class maps are kept.
     assert_eq!(e.tensor("map_a").unwrap().to_vec2::<f32>().unwrap(), vec![vec![1.0, 2.0]]);
+}
+
+/// Test 5. Solving examples together in one batch gives each example the result it
+/// gets alone: on the linear toy to 1e-6 (the same optimum, exactly so unless a kernel
+/// sums differently for 1 and 3 rows), and on the shipped VAE and CNN every traced
+/// number agrees to 1e-3 relative (float32 kernels may round differently by batch size).
+#[test]
+fn batched_solve_equals_one_at_a_time() {
+    use lumen_cdeepex::LatentBatch;
+    let cfg = SolverConfig { outer_iters: 40, ..SolverConfig::default() };
+    let m = linear([[1., 0.], [0., 1.], [0., 0.]], [0., 0., 1.5]);
+    let gen = Identity([2]);
+    let starts = [[2.0, 0.0], [0.5, 2.5], [3.0, -1.0]];
+    let (trues, probes) = (vec![0, 1, 0], vec![1, 0, 2]);
+    for inequalities in [true, false] {
+        let batch = LatentBatch {
+            gen: &gen,
+            model: &m,
+            delta: Tensor::zeros((3, 2), DType::F32, &Device::Cpu).unwrap(),
+            z0: starts.iter().map(|s| s.to_vec()).collect(),
+            true_class: trues.clone(),
+            probe: probes.clone(),
+            margin: 0.1,
+            inequalities,
+        };
+        let together = batch.solve(&cfg).unwrap();
+        for i in 0..3 {
+            let alone = solve(&m, starts[i], trues[i], probes[i], &(cfg.clone(), inequalities));
+            // Rows do not interact; only a kernel that sums differently for 1 and 3 rows
+            // could move the iterates, by float32 rounding.
+            let (t, a) = (&together[i], &alone);
+            assert_eq!((t.success, t.third_class_wins, t.trace.len()), (a.success, a.third_class_wins, a.trace.len()), "example {i}");
+            for (x, y) in t.z.iter().zip(&a.z) {
+                assert!((x - y).abs() < 1e-6, "example {i}, inequalities {inequalities}: {:?} vs {:?}", t.z, a.z);
+            }
+        }
+    }
+
+    // The shipped VAE and CNN, four digits, light settings.
+    let d = Device::Cpu;
+    let model = lumen_models::load_shipped("mnist-cnn", &d).expect("shipped mnist-cnn");
+    let data = lumen_core::data::Mnist::load().unwrap();
+    let (xs, _) = data.batch(lumen_core::data::Split::Test, &[3, 230, 480, 870], &d).unwrap();
+    let mut c = CDeepExConfig::with_generator(vae());
+    c.latent.solver = SolverConfig { outer_iters: 4, inner_iters: 8, ..SolverConfig::default() };
+    c.latent.inversion = InversionConfig { steps: 20, restarts: 0, ..Default::default() };
+    let m = CDeepEx::new(c).unwrap();
+    let all = m.attribute(model.as_ref(), &xs, &Target::Predicted).unwrap();
+    let Target::Contrast { a, b } = &all.target else { panic!("target {:?}", all.target) };
+    let close = |x: f64, y: f64, what: &str| assert!((x - y).abs() <= 1e-3 * (1.0 + x.abs().max(y.abs())), "{what}: {x} vs {y}");
+    for i in 0..4 {
+        let one = m.attribute(model.as_ref(), &xs.narrow(0, i, 1).unwrap(), &Target::Contrast { a: vec![a[i]], b: vec![b[i]] }).unwrap();
+        let (r1, rb) = (&one.facts.solver_runs[0], &all.facts.solver_runs[i]);
+        assert_eq!((r1.true_class, r1.probe, r1.success, r1.outer_iters), (rb.true_class, rb.probe, rb.success, rb.outer_iters), "example {i}");
+        assert_eq!(r1.trace.len(), rb.trace.len());
+        for (s1, sb) in r1.trace.iter().zip(&rb.trace) {
+            close(s1.llh_true, sb.llh_true, "llh_true");
+            close(s1.llh_probe, sb.llh_probe, "llh_probe");
+            close(s1.distance2, sb.distance2, "distance2");
+        }
+        let cf1 = one.tensor("counterfactual").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let cfb = all.tensor("counterfactual").unwrap().get(i).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let worst = cf1.iter().zip(&cfb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-3, "example {i}: counterfactuals differ by up to {worst}");
+    }
 }

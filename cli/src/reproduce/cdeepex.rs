@@ -7,7 +7,7 @@ use anyhow::Context;
 use image::{Rgb, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 use lumen_cdeepex::inversion::{normal, quality, InversionConfig};
-use lumen_cdeepex::{CDeepEx, CDeepExConfig};
+use lumen_cdeepex::{with_latent, LatentConfig};
 use lumen_core::explanation::{SolverRun, SolverStep};
 use lumen_core::candle::{Device, Tensor};
 use lumen_core::data::{Mnist, Split};
@@ -202,13 +202,13 @@ pub fn run(a: &ReproduceArgs, out: &Path, device: &Device) -> anyhow::Result<()>
     let per_class = size("LUMEN_CDEEPEX_FIG5_PER_CLASS", 1, 5, a)?;
     let idx = subset(per_class);
     let (xs, labels) = mnist.batch(Split::Test, &idx, device)?;
-    for (name, cfg) in [("cdeepex", CDeepExConfig::default()), ("xgems", CDeepExConfig::xgems())] {
+    for name in ["cdeepex", "xgems"] {
         if !wanted(&format!("fig5:{name}")) {
             continue;
         }
-        let mut cfg = cfg;
+        let mut cfg = LatentConfig::with_generator(gen.clone());
         cfg.inversion.seed = a.seed;
-        let m = CDeepEx::with_generator(cfg, gen.clone());
+        let m = with_latent(name, cfg)?;
         let pb = bar(xs.dim(0)?, name);
         let t0 = std::time::Instant::now();
         let mut ex = vec![];
@@ -385,17 +385,17 @@ fn biased8(
     // have to be added to become 8 = G(z_e) − G(z0).
     let mut solver = serde_json::Map::new();
     let mut counterfactuals = vec![];
-    for (name, cfg) in [("cdeepex", CDeepExConfig::default()), ("xgems", CDeepExConfig::xgems())] {
+    for name in ["cdeepex", "xgems"] {
         if !solvers.iter().any(|s| s == name) {
             continue;
         }
-        let mut cfg = cfg;
+        let mut cfg = LatentConfig::with_generator(gen.clone());
         cfg.inversion.seed = a.seed;
-        let m = CDeepEx::with_generator(cfg, gen.clone());
+        let m = with_latent(name, cfg)?;
         let pb = bar(n, &format!("{name} why-not-8"));
         let t0 = std::time::Instant::now();
         let (mut parts, mut cfs, mut ex) = (vec![], vec![], vec![]);
-        // Chunks of 10: the inversion runs batched, the solver per digit.
+        // Chunks of 10: the inversion and the solver run batched within a chunk.
         for r in lumen_core::method::chunks(n, 10) {
             let e = m.attribute(model.as_ref(), &xs.narrow(0, r.start, r.len())?, &probe8.select(r.clone()))?;
             ex.extend(e.facts.solver_runs.iter().cloned());

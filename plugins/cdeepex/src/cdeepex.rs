@@ -8,162 +8,191 @@
 //! (rendered red), a positive one ink it would need removed (rendered blue).
 
 use crate::inversion::{invert, InversionConfig};
-use crate::solver::{LatentProblem, SolverConfig};
+use crate::solver::{LatentBatch, SolverConfig};
 use lumen_core::candle::{DType, Tensor, D};
-use lumen_core::generator::Generator;
+use lumen_core::generator::{Generator, GeneratorRef};
 use lumen_core::method::prepare;
-use lumen_core::params::{ParamKind, ParamSpec};
-use lumen_core::registry::{guard, GeneratorEntry, Registry};
-use lumen_core::{Args, Attributor, Classifier, Error, Explanation, MethodProps, Result, Target};
+use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// Configuration of [`CDeepEx`] (and of xGEMs, with `solver.inequalities = false`).
-#[derive(Debug, Clone)]
-pub struct CDeepExConfig {
-    /// Registered generator name.
-    pub generator: String,
+/// The parameters CDeepEx and xGEMs share.
+#[derive(Debug, Clone, Config)]
+pub struct LatentConfig {
+    /// registered generator G
+    #[param(with = generator)]
+    pub generator: GeneratorRef,
+    #[param(flatten)]
     pub solver: SolverConfig,
+    #[param(flatten)]
     pub inversion: InversionConfig,
 }
 
-impl Default for CDeepExConfig {
+impl Default for LatentConfig {
     fn default() -> Self {
-        CDeepExConfig {
-            generator: "mnist-vae".into(),
+        LatentConfig {
+            generator: generator::named("mnist-vae"),
             solver: SolverConfig::default(),
             inversion: InversionConfig::default(),
         }
     }
 }
 
+impl LatentConfig {
+    /// The defaults with an explicit generator (library use and tests).
+    pub fn with_generator(gen: Arc<dyn Generator>) -> Self {
+        LatentConfig { generator: GeneratorRef::given(gen), ..Default::default() }
+    }
+}
+
+/// `generator=NAME`: named through the registry while parsing, loaded on first use.
+mod generator {
+    use lumen_core::config::{leak, Builder};
+    use lumen_core::generator::GeneratorRef;
+    use lumen_core::params::{Args, ParamKind, ParamSpec};
+    use lumen_core::{Error, Result};
+    use std::collections::BTreeMap;
+
+    /// A default that names a generator without a registry to resolve it.
+    pub fn named(name: &str) -> GeneratorRef {
+        let n = name.to_string();
+        GeneratorRef::new(name, move |_| Err(Error::msg(format!("generator '{n}' was named but not resolved through a registry"))))
+    }
+    pub fn specs(name: &'static str, doc: &'static str, d: &GeneratorRef) -> Vec<ParamSpec> {
+        vec![ParamSpec::new(name, ParamKind::Str, leak(Some(d.name().to_string())), doc)]
+    }
+    pub fn read(a: &Args, name: &'static str, ctx: &dyn Builder) -> Result<GeneratorRef> {
+        ctx.generator(&a.string(name)?)
+    }
+    pub fn write(g: &GeneratorRef, name: &str, out: &mut BTreeMap<String, String>) {
+        out.insert(name.to_string(), g.name().to_string());
+    }
+}
+
+/// Configuration of [`CDeepEx`].
+#[derive(Debug, Clone, Config)]
+pub struct CDeepExConfig {
+    /// other classes stay this far below true and probe (log-likelihood)
+    pub margin: f64,
+    #[param(flatten)]
+    pub latent: LatentConfig,
+}
+
+impl Default for CDeepExConfig {
+    fn default() -> Self {
+        CDeepExConfig { margin: 0.1, latent: LatentConfig::default() }
+    }
+}
+
 impl CDeepExConfig {
-    /// The xGEMs baseline: only the equality constraint.
-    pub fn xgems() -> Self {
-        let mut c = Self::default();
-        c.solver.inequalities = false;
-        c
+    pub fn with_generator(gen: Arc<dyn Generator>) -> Self {
+        CDeepExConfig { latent: LatentConfig::with_generator(gen), ..Default::default() }
     }
 }
 
-const COMMON: [ParamSpec; 12] = [
-    ParamSpec::new("generator", ParamKind::Str, "mnist-vae", "registered generator G"),
-    ParamSpec::new("tol", ParamKind::Float, "0.001", "constraint violation accepted as feasible"),
-    ParamSpec::new("outer_iters", ParamKind::Int, "20", "augmented-Lagrangian outer iterations").max(1000),
-    ParamSpec::new("inner_iters", ParamKind::Int, "25", "L-BFGS iterations per inner minimisation").max(10_000),
-    ParamSpec::new("lbfgs_memory", ParamKind::Int, "7", "L-BFGS history length").max(100),
-    ParamSpec::new("penalty", ParamKind::Float, "1.0", "initial penalty c"),
-    ParamSpec::new("penalty_growth", ParamKind::Float, "5.0", "factor on c when the violation stalls"),
-    ParamSpec::new("penalty_max", ParamKind::Float, "100000", "largest penalty"),
-    ParamSpec::new("invert_steps", ParamKind::Int, "150", "Adam steps of the inversion (Procedure 2)").max(100_000),
-    ParamSpec::new("invert_lr", ParamKind::Float, "0.05", "Adam step size of the inversion"),
-    ParamSpec::new("restarts", ParamKind::Int, "2", "random inversion starts besides the encoder's").max(100),
-    ParamSpec::new("seed", ParamKind::Int, "0", "seed of the random inversion starts"),
-];
-
-const fn with_margin() -> [ParamSpec; 13] {
-    let mut out = [ParamSpec::new("margin", ParamKind::Float, "0.1", "other classes stay this far below true and probe (log-likelihood)"); 13];
-    let mut i = 0;
-    while i < 12 {
-        out[i + 1] = COMMON[i];
-        i += 1;
-    }
-    out
+/// Configuration of [`XGems`]: CDeepEx's without the margin.
+#[derive(Debug, Clone, Default, Config)]
+pub struct XGemsConfig {
+    #[param(flatten)]
+    pub latent: LatentConfig,
 }
 
-pub static PARAMS: &[ParamSpec] = &with_margin();
-pub static XGEMS_PARAMS: &[ParamSpec] = &COMMON;
-
-enum Source {
-    Entry(&'static GeneratorEntry, String),
-    Given(Arc<dyn Generator>),
+impl XGemsConfig {
+    pub fn with_generator(gen: Arc<dyn Generator>) -> Self {
+        XGemsConfig { latent: LatentConfig::with_generator(gen) }
+    }
 }
 
-/// CDeepEx or xGEMs, depending on `config.solver.inequalities`.
-pub struct CDeepEx {
-    pub config: CDeepExConfig,
-    source: Source,
-    loaded: Mutex<Option<Arc<dyn Generator>>>,
+/// What tells CDeepEx and xGEMs apart: the name, and whether the inequality
+/// constraints (with their margin) apply.
+pub trait Variant: Config + Clone + std::fmt::Debug {
+    const NAME: &'static str;
+    const SUMMARY: &'static str;
+    fn latent(&self) -> &LatentConfig;
+    /// The inequality constraints' margin; `None`: only the equality (xGEMs).
+    fn margin(&self) -> Option<f64>;
 }
 
-impl CDeepEx {
-    /// With an explicit generator (library use and tests).
-    pub fn with_generator(config: CDeepExConfig, gen: Arc<dyn Generator>) -> Self {
-        CDeepEx { config, source: Source::Given(gen), loaded: Mutex::new(None) }
+impl Variant for CDeepExConfig {
+    const NAME: &'static str = "cdeepex";
+    const SUMMARY: &'static str =
+        "CDeepEx: nearest latent point where true and probe tie and no other class wins (augmented Lagrangian, L-BFGS)";
+    fn latent(&self) -> &LatentConfig {
+        &self.latent
     }
+    fn margin(&self) -> Option<f64> {
+        Some(self.margin)
+    }
+}
 
-    pub fn from_args(a: &Args, reg: &Registry, inequalities: bool) -> Result<Self> {
-        let s = SolverConfig {
-            inequalities,
-            margin: if inequalities { a.f64("margin")? } else { 0.0 },
-            tol: a.f64("tol")?,
-            outer_iters: a.positive("outer_iters")?,
-            inner_iters: a.positive("inner_iters")?,
-            lbfgs_memory: a.positive("lbfgs_memory")?,
-            penalty: a.f64("penalty")?,
-            penalty_growth: a.f64("penalty_growth")?,
-            penalty_max: a.f64("penalty_max")?,
-        };
-        let m = a.method();
-        if s.tol <= 0.0 {
-            return Err(Error::bad_param(m, "tol", "must be > 0"));
-        }
-        if s.margin < 0.0 {
-            return Err(Error::bad_param(m, "margin", "must be ≥ 0"));
-        }
-        if s.penalty <= 0.0 || s.penalty_max < s.penalty {
-            return Err(Error::bad_param(m, "penalty", "must be > 0 and ≤ penalty_max"));
-        }
-        if s.penalty_growth < 1.0 {
-            return Err(Error::bad_param(m, "penalty_growth", "must be ≥ 1"));
-        }
-        let inv = InversionConfig {
-            steps: a.usize("invert_steps")?,
-            lr: a.f64("invert_lr")?,
-            restarts: a.usize("restarts")?,
-            seed: a.u64("seed")?,
-            use_encoder: true,
-        };
-        if inv.lr <= 0.0 {
-            return Err(Error::bad_param(m, "invert_lr", "must be > 0"));
-        }
-        let generator = a.string("generator")?;
-        let entry = reg.generators().map(|(e, _)| e).find(|e| e.name == generator).ok_or_else(|| Error::Unknown {
-            kind: "generator",
-            name: generator.clone(),
-            known: reg.generators().map(|(e, _)| e.name.to_string()).collect(),
-        })?;
-        let pack = reg.generators().find(|(e, _)| e.name == generator).map(|(_, o)| o.pack.clone()).unwrap_or_default();
-        Ok(CDeepEx {
-            config: CDeepExConfig { generator, solver: s, inversion: inv },
-            source: Source::Entry(entry, pack),
-            loaded: Mutex::new(None),
-        })
+impl Variant for XGemsConfig {
+    const NAME: &'static str = "xgems";
+    const SUMMARY: &'static str =
+        "xGEMs: nearest latent point where true and probe tie (equality constraint only; the CDeepEx baseline)";
+    fn latent(&self) -> &LatentConfig {
+        &self.latent
     }
+    fn margin(&self) -> Option<f64> {
+        None
+    }
+}
 
-    fn generator(&self, model: &dyn Classifier) -> Result<Arc<dyn Generator>> {
-        match &self.source {
-            Source::Given(g) => Ok(g.clone()),
-            Source::Entry(e, pack) => {
-                let mut slot = self.loaded.lock().map_err(|_| Error::msg("generator cache poisoned"))?;
-                if let Some(g) = slot.as_ref() {
-                    return Ok(g.clone());
-                }
-                // A registered generator's files are its pack's: outside the run's file policy.
-                let g = lumen_core::paths::trusted(|| guard(pack, || (e.load)(model.device())))?;
-                *slot = Some(g.clone());
-                Ok(g)
-            }
-        }
-    }
+/// A latent-space contrastive method: [`CDeepEx`] or [`XGems`].
+pub struct Latent<C> {
+    pub config: C,
+}
 
-    fn method_name(&self) -> &'static str {
-        if self.config.solver.inequalities {
-            "cdeepex"
-        } else {
-            "xgems"
-        }
+/// CDeepEx: the equality and the inequality constraints.
+pub type CDeepEx = Latent<CDeepExConfig>;
+/// xGEMs: only the equality constraint (the CDeepEx baseline).
+pub type XGems = Latent<XGemsConfig>;
+
+impl<C: Variant> Method for Latent<C> {
+    const NAME: &'static str = C::NAME;
+    const SUMMARY: &'static str = C::SUMMARY;
+    type Config = C;
+    // Both draw random inversion starts.
+    const PROPS: MethodProps = MethodProps { stochastic: true, ..MethodProps::NONE };
+    fn new(config: C) -> Result<Self> {
+        check(C::NAME, config.latent(), config.margin().unwrap_or(0.0))?;
+        Ok(Latent { config })
     }
+    fn config(&self) -> &C {
+        &self.config
+    }
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+        explain(C::NAME, self.config.latent(), self.config.margin(), self.params(), model, inputs, target)
+    }
+}
+
+/// Method `name` ("cdeepex" or "xgems") with `latent` and, for CDeepEx, the default margin.
+pub fn with_latent(name: &str, latent: LatentConfig) -> Result<Box<dyn Attributor>> {
+    match name {
+        "cdeepex" => Ok(Box::new(CDeepEx::new(CDeepExConfig { latent, ..Default::default() })?)),
+        "xgems" => Ok(Box::new(XGems::new(XGemsConfig { latent })?)),
+        other => Err(Error::Unknown { kind: "method", name: other.into(), known: vec!["cdeepex".into(), "xgems".into()] }),
+    }
+}
+
+/// The checks of both methods (xGEMs has margin 0).
+fn check(m: &str, c: &LatentConfig, margin: f64) -> Result<()> {
+    let s = &c.solver;
+    if s.tol <= 0.0 {
+        return Err(Error::bad_param(m, "tol", "must be > 0"));
+    }
+    if margin < 0.0 {
+        return Err(Error::bad_param(m, "margin", "must be ≥ 0"));
+    }
+    if s.penalty <= 0.0 || s.penalty_max < s.penalty {
+        return Err(Error::bad_param(m, "penalty", "must be > 0 and ≤ penalty_max"));
+    }
+    if s.penalty_growth < 1.0 {
+        return Err(Error::bad_param(m, "penalty_growth", "must be ≥ 1"));
+    }
+    if c.inversion.lr <= 0.0 {
+        return Err(Error::bad_param(m, "invert_lr", "must be > 0"));
+    }
+    Ok(())
 }
 
 /// The true class and the probe per example: `Contrast` gives both; otherwise the
@@ -191,92 +220,69 @@ pub fn true_and_probe(model: &dyn Classifier, xs: &Tensor, target: &Target) -> R
     Ok((trues, probes))
 }
 
-impl Attributor for CDeepEx {
-    fn name(&self) -> &str {
-        self.method_name()
+/// Inverts, solves every example's contrast problem in one batch, and explains by
+/// `G(z₀) − G(z_e)`; `margin` is `None` for xGEMs (no inequality constraints).
+fn explain(
+    name: &str,
+    cfg: &LatentConfig,
+    margin: Option<f64>,
+    params: BTreeMap<String, String>,
+    model: &dyn Classifier,
+    inputs: &Tensor,
+    target: &Target,
+) -> Result<Explanation> {
+    let gen = cfg.generator.get(model.device())?;
+    if gen.output_shape() != model.info().input_shape.as_slice() {
+        return Err(Error::unsupported(
+            name,
+            format!(
+                "generator '{}' makes {:?} but model '{}' takes {:?}",
+                gen.name(),
+                gen.output_shape(),
+                model.info().name,
+                model.info().input_shape
+            ),
+        ));
     }
-    fn props(&self) -> MethodProps {
-        MethodProps { stochastic: true, ..MethodProps::NONE }
-    }
-    fn params(&self) -> BTreeMap<String, String> {
-        let s = &self.config.solver;
-        let i = &self.config.inversion;
-        let mut m = BTreeMap::from([
-            ("generator".to_string(), self.config.generator.clone()),
-            ("tol".into(), s.tol.to_string()),
-            ("outer_iters".into(), s.outer_iters.to_string()),
-            ("inner_iters".into(), s.inner_iters.to_string()),
-            ("lbfgs_memory".into(), s.lbfgs_memory.to_string()),
-            ("penalty".into(), s.penalty.to_string()),
-            ("penalty_growth".into(), s.penalty_growth.to_string()),
-            ("penalty_max".into(), s.penalty_max.to_string()),
-            ("invert_steps".into(), i.steps.to_string()),
-            ("invert_lr".into(), i.lr.to_string()),
-            ("restarts".into(), i.restarts.to_string()),
-            ("seed".into(), i.seed.to_string()),
-        ]);
-        if s.inequalities {
-            m.insert("margin".into(), s.margin.to_string());
-        }
-        m
-    }
-
-    fn attribute(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
-        let gen = self.generator(model)?;
-        let name = self.method_name();
-        if gen.output_shape() != model.info().input_shape.as_slice() {
-            return Err(Error::unsupported(
-                name,
-                format!(
-                    "generator '{}' makes {:?} but model '{}' takes {:?}",
-                    gen.name(),
-                    gen.output_shape(),
-                    model.info().name,
-                    model.info().input_shape
-                ),
-            ));
-        }
-        let target = prepare(model, inputs, target)?;
-        let xs = inputs.to_dtype(DType::F32)?;
-        let (trues, probes) = true_and_probe(model, &xs, &target)?;
-        let inv = invert(gen.as_ref(), &xs, &self.config.inversion)?;
-        let delta = (&inv.generated - &xs)?;
-        let mut counterfactuals = vec![];
-        let mut per_example = vec![];
-        let (mut n_success, mut n_third) = (0usize, 0usize);
-        for i in 0..xs.dim(0)? {
-            let z0 = inv.z0.get(i)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let problem = LatentProblem {
-                gen: gen.as_ref(),
-                model,
-                delta: delta.narrow(0, i, 1)?,
-                z0,
-                true_class: trues[i],
-                probe: probes[i],
-                margin: self.config.solver.margin,
-                inequalities: self.config.solver.inequalities,
-            };
-            let sol = problem.solve(&self.config.solver)?;
-            n_success += sol.success as usize;
-            n_third += sol.third_class_wins as usize;
-            let ze = Tensor::from_vec(sol.z.iter().map(|v| *v as f32).collect::<Vec<_>>(), (1, sol.z.len()), xs.device())?;
-            counterfactuals.push(gen.generate(&ze)?.detach());
-            per_example.push(sol.to_run(trues[i], probes[i], inv.mse[i] as f64));
-        }
-        let counterfactual = Tensor::cat(&counterfactuals, 0)?;
-        let attribution = (&inv.generated - &counterfactual)?;
-        let n = xs.dim(0)?;
-        let mut e = Explanation::new(name, attribution, Target::Contrast { a: trues, b: probes })
-            .with_tensor("generated", inv.generated.clone())
-            .with_tensor("counterfactual", counterfactual)
-            .with_params(self.params())
-            .with_solver_runs(per_example)
-            .with_diag("success_rate", n_success as f64 / n as f64)
-            .with_diag("third_class_wins", n_third as f64 / n as f64)
-            .with_diag("inversion_mse_mean", inv.mse.iter().map(|v| *v as f64).sum::<f64>() / n as f64);
-        e.seed = Some(self.config.inversion.seed);
-        Ok(e)
-    }
+    let target = prepare(model, inputs, target)?;
+    let xs = inputs.to_dtype(DType::F32)?;
+    let (trues, probes) = true_and_probe(model, &xs, &target)?;
+    let inv = invert(gen.as_ref(), &xs, &cfg.inversion)?;
+    let delta = (&inv.generated - &xs)?;
+    let z0 = inv.z0.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let batch = LatentBatch {
+        gen: gen.as_ref(),
+        model,
+        delta,
+        z0,
+        true_class: trues.clone(),
+        probe: probes.clone(),
+        margin: margin.unwrap_or(0.0),
+        inequalities: margin.is_some(),
+    };
+    let solutions = batch.solve(&cfg.solver)?;
+    let n = xs.dim(0)?;
+    let d = gen.latent_dim();
+    let ze: Vec<f32> = solutions.iter().flat_map(|s| s.z.iter().map(|v| *v as f32)).collect();
+    let counterfactual = gen.generate(&Tensor::from_vec(ze, (n, d), xs.device())?)?.detach();
+    let attribution = (&inv.generated - &counterfactual)?;
+    let n_success = solutions.iter().filter(|s| s.success).count();
+    let n_third = solutions.iter().filter(|s| s.third_class_wins).count();
+    let runs = solutions
+        .into_iter()
+        .zip(&inv.mse)
+        .map(|(s, mse)| lumen_core::explanation::SolverRun { inversion_mse: *mse as f64, ..s.run })
+        .collect();
+    let mut e = Explanation::new(name, attribution, Target::Contrast { a: trues, b: probes })
+        .with_tensor("generated", inv.generated.clone())
+        .with_tensor("counterfactual", counterfactual)
+        .with_params(params)
+        .with_solver_runs(runs)
+        .with_diag("success_rate", n_success as f64 / n as f64)
+        .with_diag("third_class_wins", n_third as f64 / n as f64)
+        .with_diag("inversion_mse_mean", inv.mse.iter().map(|v| *v as f64).sum::<f64>() / n as f64);
+    e.seed = Some(cfg.inversion.seed);
+    Ok(e)
 }
 
 /// Highest class per row of `llh` `[B, K]` (helper for reports).
@@ -284,18 +290,81 @@ pub fn argmax_rows(t: &Tensor) -> Result<Vec<usize>> {
     Ok(t.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?.into_iter().map(|v| v as usize).collect())
 }
 
-lumen_core::submit_method!(
-    "cdeepex",
-    "CDeepEx: nearest latent point where true and probe tie and no other class wins (augmented Lagrangian, L-BFGS)",
-    PARAMS,
-    MethodProps { stochastic: true, ..MethodProps::NONE },
-    |a, reg| Ok(Box::new(CDeepEx::from_args(a, reg, true)?)),
-);
+lumen_core::submit_method!(CDeepEx);
+lumen_core::submit_method!(XGems);
 
-lumen_core::submit_method!(
-    "xgems",
-    "xGEMs: nearest latent point where true and probe tie (equality constraint only; the CDeepEx baseline)",
-    XGEMS_PARAMS,
-    MethodProps { stochastic: true, ..MethodProps::NONE },
-    |a, reg| Ok(Box::new(CDeepEx::from_args(a, reg, false)?)),
-);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lumen_core::config::{Builder, NoMethods};
+    use lumen_core::params::Params;
+
+    /// Names any generator (nothing is loaded in these tests).
+    struct Names;
+    impl Builder for Names {
+        fn build_method(&self, name: &str, p: &Params) -> Result<Box<dyn Attributor>> {
+            NoMethods.build_method(name, p)
+        }
+        fn generator(&self, name: &str) -> Result<GeneratorRef> {
+            Ok(generator::named(name))
+        }
+    }
+
+    fn names(s: &[lumen_core::params::ParamSpec]) -> Vec<&'static str> {
+        s.iter().map(|p| p.name).collect()
+    }
+
+    /// The schema, the recorded parameters and the checks are those of the
+    /// hand-written registration they replace (margin only for CDeepEx).
+    #[test]
+    fn schema_params_and_checks() {
+        let common = [
+            "generator", "tol", "outer_iters", "inner_iters", "lbfgs_memory", "penalty", "penalty_growth", "penalty_max",
+            "invert_steps", "invert_lr", "restarts", "seed",
+        ];
+        let mut with_margin = vec!["margin"];
+        with_margin.extend(common);
+        assert_eq!(names(CDeepExConfig::schema()), with_margin);
+        assert_eq!(names(XGemsConfig::schema()), common);
+        let s = CDeepExConfig::schema();
+        let find = |n: &str| s.iter().find(|p| p.name == n).unwrap();
+        assert_eq!((find("generator").default, find("tol").default, find("penalty_max").default), ("mnist-vae", "0.001", "100000"));
+        assert_eq!((find("outer_iters").max, find("invert_steps").max, find("restarts").max), (Some(1000), Some(100_000), Some(100)));
+        assert_eq!(find("margin").doc, "other classes stay this far below true and probe (log-likelihood)");
+
+        let c = CDeepEx::from_params(&Params::new().with("margin", 0.2).with("seed", 3i64), &Names).unwrap();
+        let want: BTreeMap<String, String> = [
+            ("generator", "mnist-vae"), ("tol", "0.001"), ("outer_iters", "20"), ("inner_iters", "25"), ("lbfgs_memory", "7"),
+            ("penalty", "1"), ("penalty_growth", "5"), ("penalty_max", "100000"), ("invert_steps", "150"), ("invert_lr", "0.05"),
+            ("restarts", "2"), ("seed", "3"), ("margin", "0.2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(c.params(), want);
+        let x = XGems::from_params(&Params::new(), &Names).unwrap();
+        let mut want_x = want.clone();
+        want_x.remove("margin");
+        want_x.insert("seed".into(), "0".into());
+        assert_eq!(x.params(), want_x);
+        assert!(XGems::from_params(&Params::new().with("margin", 0.1), &Names).is_err(), "xgems has no margin");
+
+        let err = |p: Params| CDeepEx::from_params(&p, &Names).err().map(|e| e.to_string()).unwrap_or_default();
+        for (k, v, msg) in [
+            ("tol", "0", "must be > 0"),
+            ("margin", "-1", "must be ≥ 0"),
+            ("penalty", "1000000", "must be > 0 and ≤ penalty_max"),
+            ("penalty_growth", "0.5", "must be ≥ 1"),
+            ("invert_lr", "0", "must be > 0"),
+            ("outer_iters", "0", "must be ≥ 1"),
+        ] {
+            let e = err(Params::new().with(k, v));
+            assert!(e.contains(k) && e.contains(msg) && e.contains("cdeepex"), "{k}={v}: {e}");
+        }
+        let e = XGems::from_params(&Params::new().with("tol", "-1"), &Names).err().unwrap().to_string();
+        assert!(e.contains("xgems") && e.contains("tol"), "{e}");
+        // Without a registry the generator cannot be named.
+        assert!(CDeepEx::from_params(&Params::new(), &NoMethods).is_err());
+        assert_eq!(<CDeepEx as Method>::props_of(&CDeepExConfig::default()), MethodProps { stochastic: true, ..MethodProps::NONE });
+    }
+}

@@ -9,21 +9,27 @@
 use lumen_core::candle::{DType, Device, Tensor, Var, D};
 use lumen_core::candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use lumen_core::generator::Generator;
-use lumen_core::{Error, Result};
+use lumen_core::{Config, Error, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// How to invert.
-#[derive(Debug, Clone)]
+/// How to invert (the `invert_*`, `restarts` and `seed` parameters).
+#[derive(Debug, Clone, Config)]
 pub struct InversionConfig {
-    /// Adam steps on `‖G(z) − I‖²`.
+    /// Adam steps of the inversion (Procedure 2)
+    #[param(name = "invert_steps", max = 100_000)]
     pub steps: usize,
+    /// Adam step size of the inversion
+    #[param(name = "invert_lr")]
     pub lr: f64,
-    /// Random N(0, I) starts in addition to the encoder's.
+    /// random inversion starts besides the encoder's
+    #[param(max = 100)]
     pub restarts: usize,
+    /// seed of the random inversion starts
     pub seed: u64,
     /// Start from the encoder's mean when the generator has an encoder.
+    #[param(skip)]
     pub use_encoder: bool,
 }
 

@@ -7,9 +7,9 @@ pub mod contrastive;
 pub mod inversion;
 pub mod solver;
 
-pub use cdeepex::{CDeepEx, CDeepExConfig};
+pub use cdeepex::{with_latent, CDeepEx, CDeepExConfig, Latent, LatentConfig, Variant, XGems, XGemsConfig};
 pub use contrastive::{Contrastive, Scale};
-pub use solver::{LatentProblem, Solution, SolverConfig};
+pub use solver::{LatentBatch, LatentProblem, Solution, SolverConfig};
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}

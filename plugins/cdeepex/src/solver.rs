@@ -17,41 +17,51 @@
 //! line search) with cost and gradient from candle autograd through `D∘G`. The outer
 //! loop updates `λ ← λ + c h`, `μ_j ← max(0, μ_j + c g_j)` and multiplies `c` when
 //! the violation did not shrink enough.
+//!
+//! A batch of examples is solved together: every example runs its own solver (its
+//! own L-BFGS history, multipliers, penalty and stopping rule) on a worker thread,
+//! and each worker's cost evaluations are gathered into one batched forward and
+//! backward pass of `D∘G` over all examples that are still running. The rows of that
+//! pass do not interact, so each example follows the iterates it would follow alone.
 
 use argmin::core::{CostFunction, Executor, Gradient as ArgGradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 use lumen_core::candle::{DType, Tensor, Var, D};
 use lumen_core::candle_nn::ops::log_softmax;
+use lumen_core::explanation::{SolverRun, SolverStep};
 use lumen_core::generator::Generator;
-use lumen_core::{Classifier, Error, Result};
+use lumen_core::{Classifier, Config, Error, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 
-/// Solver settings shared by CDeepEx and xGEMs.
-#[derive(Debug, Clone)]
+/// Solver settings shared by CDeepEx and xGEMs (their parameters).
+#[derive(Debug, Clone, Config)]
 pub struct SolverConfig {
-    /// Keep the inequality constraints (CDeepEx) or drop them (xGEMs).
-    pub inequalities: bool,
-    /// How far below `llh_t` and `llh_p` every other class must stay.
-    pub margin: f64,
-    /// Constraint violation accepted as feasible.
+    /// constraint violation accepted as feasible
     pub tol: f64,
+    /// augmented-Lagrangian outer iterations
+    #[param(positive, max = 1000)]
     pub outer_iters: usize,
-    /// L-BFGS iterations per inner minimisation.
+    /// L-BFGS iterations per inner minimisation
+    #[param(positive, max = 10_000)]
     pub inner_iters: usize,
+    /// L-BFGS history length
+    #[param(positive, max = 100)]
     pub lbfgs_memory: usize,
-    /// Initial penalty `c`.
+    /// initial penalty c
     pub penalty: f64,
-    /// Factor applied to `c` when the violation did not drop below a quarter.
+    // Applied when the violation did not drop below a quarter of the previous one.
+    /// factor on c when the violation stalls
     pub penalty_growth: f64,
+    /// largest penalty
     pub penalty_max: f64,
 }
 
 impl Default for SolverConfig {
     fn default() -> Self {
         SolverConfig {
-            inequalities: true,
-            margin: 0.1,
             tol: 1e-3,
             outer_iters: 20,
             inner_iters: 25,
@@ -63,67 +73,19 @@ impl Default for SolverConfig {
     }
 }
 
-/// One point of the solver trace (after each outer iteration; index 0 is `z₀`).
-#[derive(Debug, Clone)]
-pub struct TracePoint {
-    pub llh_true: f64,
-    pub llh_probe: f64,
-    /// The highest log-likelihood among the other classes, and which class.
-    pub llh_other: f64,
-    pub other: usize,
-    pub violation: f64,
-    pub penalty: f64,
-    pub distance2: f64,
-}
-
-/// The result for one example.
-#[derive(Debug, Clone)]
+/// The result for one example: the point `z_e` and the run that found it (the
+/// shared typed diagnostic; `inversion_mse` is the caller's to fill in).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Solution {
     pub z: Vec<f64>,
-    /// Feasible within `tol` at the end.
-    pub success: bool,
-    pub violation: f64,
-    pub outer_iters: usize,
-    pub inner_iters: u64,
-    pub cost_evals: u64,
-    /// Inner runs that stopped on an argmin error (kept the previous point).
-    pub inner_failures: usize,
-    /// How the last inner L-BFGS run ended (argmin's termination status).
-    pub last_inner_status: String,
-    /// At `z_e` some class other than true and probe has the highest likelihood.
-    pub third_class_wins: bool,
-    pub trace: Vec<TracePoint>,
+    pub run: SolverRun,
 }
 
-impl Solution {
-    /// The run as the shared typed solver diagnostic.
-    pub fn to_run(&self, true_class: usize, probe: usize, inversion_mse: f64) -> lumen_core::explanation::SolverRun {
-        lumen_core::explanation::SolverRun {
-            success: self.success,
-            violation: self.violation,
-            outer_iters: self.outer_iters,
-            inner_iters: self.inner_iters,
-            cost_evals: self.cost_evals,
-            inner_failures: self.inner_failures,
-            last_inner_status: self.last_inner_status.clone(),
-            third_class_wins: self.third_class_wins,
-            true_class,
-            probe,
-            inversion_mse,
-            trace: self
-                .trace
-                .iter()
-                .map(|t| lumen_core::explanation::SolverStep {
-                    llh_true: t.llh_true,
-                    llh_probe: t.llh_probe,
-                    llh_other: t.llh_other,
-                    other_class: t.other,
-                    violation: t.violation,
-                    penalty: t.penalty,
-                    distance2: t.distance2,
-                })
-                .collect(),
-        }
+/// A solution reads as its run (`s.success`, `s.trace`, ...).
+impl std::ops::Deref for Solution {
+    type Target = SolverRun;
+    fn deref(&self) -> &SolverRun {
+        &self.run
     }
 }
 
@@ -140,103 +102,300 @@ pub struct LatentProblem<'a> {
     pub inequalities: bool,
 }
 
-/// The pieces of the problem at one `z`, as tensors (differentiable in `z`).
-struct Terms {
-    f: Tensor,
-    h: Tensor,
-    /// `[m]` inequality values, `None` when there are none.
-    g: Option<Tensor>,
-    llh: Tensor,
+impl LatentProblem<'_> {
+    /// Runs the augmented-Lagrangian method from `z₀` (a batch of one).
+    pub fn solve(&self, cfg: &SolverConfig) -> Result<Solution> {
+        let batch = LatentBatch {
+            gen: self.gen,
+            model: self.model,
+            delta: self.delta.clone(),
+            z0: vec![self.z0.clone()],
+            true_class: vec![self.true_class],
+            probe: vec![self.probe],
+            margin: self.margin,
+            inequalities: self.inequalities,
+        };
+        batch.solve(cfg)?.pop().ok_or_else(|| Error::Solver("no solution".into()))
+    }
 }
 
-impl LatentProblem<'_> {
-    fn others(&self) -> Vec<usize> {
+/// Independent contrast problems on one generator and classifier, one per example.
+pub struct LatentBatch<'a> {
+    pub gen: &'a dyn Generator,
+    pub model: &'a dyn Classifier,
+    /// `δ = G(z₀) − I` per example, `[B, ...]`.
+    pub delta: Tensor,
+    pub z0: Vec<Vec<f64>>,
+    pub true_class: Vec<usize>,
+    pub probe: Vec<usize>,
+    pub margin: f64,
+    pub inequalities: bool,
+}
+
+/// Rows of one batched pass at most; further examples start as earlier ones finish.
+const MAX_ROWS: usize = 64;
+
+/// The multipliers and penalty of one inner subproblem.
+#[derive(Clone)]
+struct Mult {
+    lam: f64,
+    mu: Vec<f64>,
+    c: f64,
+}
+
+/// One example's request: values at `z`, and with `mult` the Lagrangian and its gradient.
+struct Ask {
+    ex: usize,
+    z: Vec<f64>,
+    mult: Option<Mult>,
+    reply: Sender<std::result::Result<Eval, String>>,
+}
+
+enum Msg {
+    Ask(Ask),
+    /// A worker has no more examples.
+    Exit,
+}
+
+/// The problem's pieces at one `z` of one example.
+#[derive(Clone)]
+struct Eval {
+    f: f64,
+    h: f64,
+    g: Vec<f64>,
+    llh: Vec<f64>,
+    /// The augmented Lagrangian and its gradient (asked with multipliers).
+    l: f64,
+    grad: Vec<f64>,
+}
+
+/// Sends `Exit` when a worker ends, also by a panic, so the batcher never waits on it.
+struct ExitGuard(Sender<Msg>);
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::Exit);
+    }
+}
+
+impl LatentBatch<'_> {
+    fn len(&self) -> usize {
+        self.z0.len()
+    }
+
+    fn others(&self, ex: usize) -> Vec<usize> {
         let k = self.model.info().num_classes();
-        (0..k).filter(|&i| i != self.true_class && i != self.probe).collect()
+        (0..k).filter(|&i| i != self.true_class[ex] && i != self.probe[ex]).collect()
     }
 
-    fn z_tensor(&self, z: &[f64]) -> Result<Tensor> {
-        let v: Vec<f32> = z.iter().map(|x| *x as f32).collect();
-        Ok(Tensor::from_vec(v, (1, z.len()), self.delta.device())?)
+    fn check(&self) -> Result<()> {
+        let n = self.len();
+        if self.true_class.len() != n || self.probe.len() != n || self.delta.dim(0)? != n {
+            return Err(Error::Solver(format!(
+                "{n} starting points but {} true classes, {} probes and {} residuals",
+                self.true_class.len(),
+                self.probe.len(),
+                self.delta.dim(0)?
+            )));
+        }
+        for (t, p) in self.true_class.iter().zip(&self.probe) {
+            if t == p {
+                return Err(Error::BadTarget(format!("true and probe class are both {t}")));
+            }
+        }
+        Ok(())
     }
 
-    fn terms(&self, z: &Tensor) -> Result<Terms> {
-        let x = (self.gen.generate(z)? - &self.delta)?;
+    /// Solves every example; the result is in example order.
+    pub fn solve(&self, cfg: &SolverConfig) -> Result<Vec<Solution>> {
+        self.check()?;
+        let n = self.len();
+        if n == 0 {
+            return Ok(vec![]);
+        }
+        let workers = n.min(MAX_ROWS);
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<Solution>>>> = Mutex::new((0..n).map(|_| None).collect());
+        let others: Vec<Vec<usize>> = (0..n).map(|i| self.others(i)).collect();
+        let (tx, rx) = channel::<Msg>();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (next, results, others) = (&next, &results, &others);
+                let (z0, trues, probes) = (&self.z0, &self.true_class, &self.probe);
+                let inequalities = self.inequalities;
+                s.spawn(move || {
+                    let _exit = ExitGuard(tx.clone());
+                    loop {
+                        let ex = next.fetch_add(1, Ordering::SeqCst);
+                        if ex >= n {
+                            break;
+                        }
+                        let one = Example {
+                            ex,
+                            z0: &z0[ex],
+                            true_class: trues[ex],
+                            probe: probes[ex],
+                            others: &others[ex],
+                            inequalities,
+                            tx: &tx,
+                        };
+                        let r = one.solve(cfg);
+                        if let Ok(mut slot) = results.lock() {
+                            slot[ex] = Some(r);
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            self.serve(rx, workers);
+        });
+        let results = results.into_inner().map_err(|_| Error::Solver("solver results poisoned".into()))?;
+        results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.unwrap_or_else(|| Err(Error::Solver(format!("example {i}: its solver stopped early")))))
+            .collect()
+    }
+
+    /// Answers the workers' requests: waits until every running worker has asked, then
+    /// evaluates all requests in one batched pass.
+    fn serve(&self, rx: Receiver<Msg>, mut workers: usize) {
+        let mut pending: Vec<Ask> = vec![];
+        while workers > 0 {
+            if !pending.is_empty() && pending.len() == workers {
+                let out = self.evaluate(&pending);
+                for (i, ask) in pending.drain(..).enumerate() {
+                    let r = match &out {
+                        Ok(evals) => Ok(evals[i].clone()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = ask.reply.send(r);
+                }
+                continue;
+            }
+            match rx.recv() {
+                Ok(Msg::Ask(a)) => pending.push(a),
+                Ok(Msg::Exit) => workers -= 1,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// One forward (and, when any request carries multipliers, one backward) pass of
+    /// `D∘G` over the requested rows.
+    fn evaluate(&self, asks: &[Ask]) -> Result<Vec<Eval>> {
+        let n = asks.len();
+        let d = asks[0].z.len();
+        let dev = self.delta.device();
+        let z: Vec<f32> = asks.iter().flat_map(|a| a.z.iter().map(|v| *v as f32)).collect();
+        let z = Tensor::from_vec(z, (n, d), dev)?;
+        let var = if asks.iter().any(|a| a.mult.is_some()) { Some(Var::from_tensor(&z)?) } else { None };
+        let z = var.as_ref().map(|v| v.as_tensor().clone()).unwrap_or(z);
+        let u32s = |f: &dyn Fn(&Ask) -> u32| -> Result<Tensor> {
+            Ok(Tensor::from_vec(asks.iter().map(f).collect::<Vec<_>>(), (n, 1), dev)?)
+        };
+        let rows = u32s(&|a: &Ask| a.ex as u32)?.squeeze(1)?;
+        let delta = self.delta.index_select(&rows, 0)?;
+        let x = (self.gen.generate(&z)? - &delta)?;
         let logits = self.model.forward(&x)?;
-        let llh = log_softmax(&logits, D::Minus1)?.squeeze(0)?.to_dtype(DType::F32)?;
-        let z0 = self.z_tensor(&self.z0)?;
-        let f = (z - z0)?.sqr()?.sum_all()?;
-        let lt = llh.narrow(0, self.true_class, 1)?;
-        let lp = llh.narrow(0, self.probe, 1)?;
-        let h = (&lt - &lp)?.squeeze(0)?;
-        let others = self.others();
-        let g = if self.inequalities && !others.is_empty() {
-            let idx = Tensor::from_vec(others.iter().map(|&i| i as u32).collect::<Vec<_>>(), others.len(), llh.device())?;
-            let lo = llh.index_select(&idx, 0)?;
+        let llh = log_softmax(&logits, D::Minus1)?.to_dtype(DType::F32)?;
+        let z0: Vec<f32> = asks.iter().flat_map(|a| self.z0[a.ex].iter().map(|v| *v as f32)).collect();
+        let z0 = Tensor::from_vec(z0, (n, d), dev)?;
+        let f = (&z - z0)?.sqr()?.sum(1)?;
+        let lt = llh.gather(&u32s(&|a: &Ask| self.true_class[a.ex] as u32)?, 1)?;
+        let lp = llh.gather(&u32s(&|a: &Ask| self.probe[a.ex] as u32)?, 1)?;
+        let h = (&lt - &lp)?.squeeze(1)?;
+        let m = self.model.info().num_classes().saturating_sub(2);
+        let g = if self.inequalities && m > 0 {
+            let idx: Vec<u32> = asks.iter().flat_map(|a| self.others(a.ex)).map(|i| i as u32).collect();
+            let lo = llh.gather(&Tensor::from_vec(idx, (n, m), dev)?, 1)?;
             let g1 = (lo.broadcast_sub(&lt)? + self.margin)?;
             let g2 = (lo.broadcast_sub(&lp)? + self.margin)?;
-            Some(Tensor::cat(&[g1, g2], 0)?)
+            Some(Tensor::cat(&[g1, g2], 1)?)
         } else {
             None
         };
-        Ok(Terms { f, h, g, llh })
-    }
-
-    /// Values at `z`: (f, h, g, llh).
-    pub fn values(&self, z: &[f64]) -> Result<(f64, f64, Vec<f64>, Vec<f64>)> {
-        let t = self.terms(&self.z_tensor(z)?)?;
-        let g = match &t.g {
-            Some(g) => to_f64(g)?,
-            None => vec![],
+        let (fv, hv, llhv) = (to_f64(&f)?, to_f64(&h)?, rows_f64(&llh)?);
+        let gv = match &g {
+            Some(g) => rows_f64(g)?,
+            None => vec![vec![]; n],
         };
-        Ok((scalar(&t.f)?, scalar(&t.h)?, g, to_f64(&t.llh)?))
-    }
-
-    /// The augmented Lagrangian and its gradient in `z`.
-    fn lagrangian(&self, z: &[f64], lam: f64, mu: &[f64], c: f64) -> Result<(f64, Vec<f64>)> {
-        let var = Var::from_tensor(&self.z_tensor(z)?)?;
-        let t = self.terms(var.as_tensor())?;
-        let mut l = ((&t.f + (&t.h * lam)?)? + (t.h.sqr()? * (c / 2.0))?)?;
-        if let Some(g) = &t.g {
-            let mu_t = Tensor::from_vec(mu.iter().map(|m| *m as f32).collect::<Vec<_>>(), mu.len(), g.device())?;
-            let s = ((g * c)? + &mu_t)?.relu()?.sqr()?.sum_all()?;
-            let mu2: f64 = mu.iter().map(|m| m * m).sum();
-            l = (l + ((s - mu2)? * (1.0 / (2.0 * c)))?)?;
+        let (mut lv, mut gz) = (vec![f64::NAN; n], vec![vec![]; n]);
+        if let Some(var) = &var {
+            // Rows asked without multipliers get λ = 0, μ = 0, c = 1; their gradient is dropped.
+            let mults: Vec<Mult> = asks
+                .iter()
+                .map(|a| a.mult.clone().unwrap_or(Mult { lam: 0.0, mu: vec![0.0; 2 * m], c: 1.0 }))
+                .collect();
+            let col = |f: &dyn Fn(&Mult) -> f64| -> Result<Tensor> {
+                Ok(Tensor::from_vec(mults.iter().map(|k| f(k) as f32).collect::<Vec<_>>(), n, dev)?)
+            };
+            let mut l = ((&f + (&h * col(&|k: &Mult| k.lam)?)?)? + (h.sqr()? * col(&|k: &Mult| k.c / 2.0)?)?)?;
+            if let Some(g) = &g {
+                let mu: Vec<f32> = mults.iter().flat_map(|k| k.mu.iter().map(|v| *v as f32)).collect();
+                let mu = Tensor::from_vec(mu, (n, 2 * m), dev)?;
+                let s = (g.broadcast_mul(&col(&|k: &Mult| k.c)?.unsqueeze(1)?)? + mu)?.relu()?.sqr()?.sum(1)?;
+                let mu2 = col(&|k: &Mult| k.mu.iter().map(|v| v * v).sum())?;
+                l = (l + ((s - mu2)? * col(&|k: &Mult| 1.0 / (2.0 * k.c))?)?)?;
+            }
+            let grads = l.sum_all()?.backward()?;
+            lv = to_f64(&l)?;
+            gz = rows_f64(&lumen_core::method::grad_or_zeros(&grads, var.as_tensor())?)?;
         }
-        let grads = l.backward()?;
-        let gz = to_f64(&lumen_core::method::grad_or_zeros(&grads, var.as_tensor())?)?;
-        Ok((scalar(&l)?, gz))
+        let mut out = Vec::with_capacity(n);
+        for (i, ((g, llh), grad)) in gv.into_iter().zip(llhv).zip(gz).enumerate() {
+            out.push(Eval { f: fv[i], h: hv[i], g, llh, l: lv[i], grad });
+        }
+        Ok(out)
+    }
+}
+
+/// One example's solver, run on a worker thread; its evaluations go to the batcher.
+struct Example<'a> {
+    ex: usize,
+    z0: &'a [f64],
+    true_class: usize,
+    probe: usize,
+    others: &'a [usize],
+    inequalities: bool,
+    tx: &'a Sender<Msg>,
+}
+
+impl Example<'_> {
+    fn ask(&self, z: &[f64], mult: Option<Mult>) -> Result<Eval> {
+        let (reply, answer) = channel();
+        self.tx
+            .send(Msg::Ask(Ask { ex: self.ex, z: z.to_vec(), mult, reply }))
+            .map_err(|_| Error::Solver("the batched evaluator stopped".into()))?;
+        answer.recv().map_err(|_| Error::Solver("the batched evaluator stopped".into()))?.map_err(Error::Solver)
     }
 
-    fn violation(&self, h: f64, g: &[f64]) -> f64 {
+    fn violation(h: f64, g: &[f64]) -> f64 {
         g.iter().fold(h.abs(), |v, gi| v.max(gi.max(0.0)))
     }
 
-    fn trace_point(&self, z: &[f64], penalty: f64) -> Result<(TracePoint, f64, Vec<f64>)> {
-        let (f, h, g, llh) = self.values(z)?;
-        let (other, llh_other) = self
-            .others()
-            .into_iter()
-            .map(|i| (i, llh[i]))
+    fn trace_point(&self, z: &[f64], penalty: f64) -> Result<(SolverStep, f64, Vec<f64>)> {
+        let e = self.ask(z, None)?;
+        let (other_class, llh_other) = self
+            .others
+            .iter()
+            .map(|&i| (i, e.llh[i]))
             .fold((usize::MAX, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
-        let tp = TracePoint {
-            llh_true: llh[self.true_class],
-            llh_probe: llh[self.probe],
+        let tp = SolverStep {
+            llh_true: e.llh[self.true_class],
+            llh_probe: e.llh[self.probe],
             llh_other,
-            other,
-            violation: self.violation(h, &g),
+            other_class,
+            violation: Self::violation(e.h, &e.g),
             penalty,
-            distance2: f,
+            distance2: e.f,
         };
-        Ok((tp, h, g))
+        Ok((tp, e.h, e.g))
     }
 
-    /// Runs the augmented-Lagrangian method from `z₀`.
-    pub fn solve(&self, cfg: &SolverConfig) -> Result<Solution> {
-        if self.true_class == self.probe {
-            return Err(Error::BadTarget(format!("true and probe class are both {}", self.true_class)));
-        }
-        let mut z = self.z0.clone();
+    /// The augmented-Lagrangian method from `z₀`.
+    fn solve(&self, cfg: &SolverConfig) -> Result<Solution> {
+        let mut z = self.z0.to_vec();
         let (tp, mut h, mut g) = self.trace_point(&z, cfg.penalty)?;
         let mut trace = vec![tp];
         let mut lam = 0.0;
@@ -247,7 +406,7 @@ impl LatentProblem<'_> {
         let mut last_status = String::new();
         for k in 0..cfg.outer_iters {
             outer = k + 1;
-            let inner = Inner { p: self, lam, mu: mu.clone(), c, cache: Mutex::new(None), evals: Mutex::new(0) };
+            let inner = Inner { p: self, mult: Mult { lam, mu: mu.clone(), c }, cache: Mutex::new(None), evals: Mutex::new(0) };
             let ls = MoreThuenteLineSearch::new();
             let solver = LBFGS::new(ls, cfg.lbfgs_memory.max(1))
                 .with_tolerance_grad(1e-7)
@@ -299,40 +458,43 @@ impl LatentProblem<'_> {
             }
             prev_v = v;
         }
-        let violation = self.violation(h, &g);
+        let violation = Self::violation(h, &g);
         let last = trace.last().ok_or_else(|| Error::Solver("empty trace".into()))?;
         let third = last.llh_other > last.llh_true.max(last.llh_probe);
         Ok(Solution {
             z,
-            success: violation <= cfg.tol,
-            violation,
-            outer_iters: outer,
-            inner_iters,
-            cost_evals,
-            inner_failures: failures,
-            last_inner_status: last_status,
-            third_class_wins: third,
-            trace,
+            run: SolverRun {
+                success: violation <= cfg.tol,
+                violation,
+                outer_iters: outer,
+                inner_iters,
+                cost_evals,
+                inner_failures: failures,
+                last_inner_status: last_status,
+                third_class_wins: third,
+                true_class: self.true_class,
+                probe: self.probe,
+                inversion_mse: 0.0,
+                trace,
+            },
         })
     }
-}
-
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?[0])
 }
 
 fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
 }
 
+fn rows_f64(t: &Tensor) -> Result<Vec<Vec<f64>>> {
+    Ok(t.to_dtype(DType::F64)?.to_vec2::<f64>()?)
+}
+
 /// One inner subproblem for argmin. Cost and gradient come from one forward and
 /// backward pass; the line search asks for both at each trial point, so the
 /// gradient is cached with its parameter.
 struct Inner<'a> {
-    p: &'a LatentProblem<'a>,
-    lam: f64,
-    mu: Vec<f64>,
-    c: f64,
+    p: &'a Example<'a>,
+    mult: Mult,
     cache: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
     evals: Mutex<u64>,
 }
@@ -345,10 +507,12 @@ impl Inner<'_> {
                 return Ok((*v, g.clone()));
             }
         }
-        let (v, g) = self.p.lagrangian(z, self.lam, &self.mu, self.c).map_err(|e| argmin::core::Error::msg(e.to_string()))?;
+        let e = self.p.ask(z, Some(self.mult.clone())).map_err(|e| argmin::core::Error::msg(e.to_string()))?;
+        let (v, g) = (e.l, e.grad);
+        let c = self.mult.c;
         // Dividing by c keeps L-BFGS's first unit step (along −∇L) short as the
         // penalty grows; the minimiser is unchanged.
-        let s = 1.0 / self.c.max(1.0);
+        let s = 1.0 / c.max(1.0);
         let (v, g) = if v.is_finite() && g.iter().all(|x| x.is_finite()) {
             (v * s, g.into_iter().map(|x| x * s).collect())
         } else {
