@@ -404,11 +404,19 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="threads for PyTorch and lumen")
     ap.add_argument("--out", default=str(REPO / "out" / "bench-captum"), help="where results.json and table.md go")
     ap.add_argument("--skip-check", action="store_true", help="skip the PyTorch/lumen cross-check")
+    ap.add_argument("--merge", nargs="+", metavar="RESULTS", help="print one table from results.json files of earlier runs")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args)
+    if args.merge:
+        runs = [json.loads(Path(f).read_text()) for f in args.merge]
+        info = dict(runs[0]["info"])
+        reps = sorted({r["info"]["reps"] for r in runs})
+        info["reps"] = " or ".join(map(str, reps))
+        print(table([row for r in runs for row in r["rows"]], info))
+        return None
 
     if not Path(args.lumen).is_file():
         raise SystemExit(f"harness: no lumen binary at {args.lumen} (cargo build --release --workspace)")
@@ -428,6 +436,8 @@ def main():
     check = None if args.skip_check else cross_check(args, model_name)
     rows = []
     matched = dict((w, m) for w, _, m in WORKLOADS)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for b in batches:
             for w in workloads:
@@ -437,11 +447,11 @@ def main():
                 l = lumen_run(args, w, b, model_name, tmp)
                 print(f" {fmt(l['median_ms'])} ms", file=sys.stderr, flush=True)
                 rows.append({"workload": w, "batch": b, "captum": c, "lumen": l, "matched": matched[w]})
+                # After every row, so an interrupted run keeps what it measured.
+                (out / "results.json").write_text(json.dumps({"info": info, "cross_check": check, "rows": rows},
+                                                             indent=2))
     text = table(rows, info)
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"info": info, "cross_check": check, "rows": rows}, indent=2))
     (out / "table.md").write_text(text + "\n")
     print(f"\nwrote {out / 'results.json'} and {out / 'table.md'}", file=sys.stderr)
 
