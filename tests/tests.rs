@@ -8,6 +8,7 @@ mod cdeepex;
 
 mod clear;
 mod bad_input;
+mod bench;
 mod cli;
 mod explain;
 mod models;

@@ -1,5 +1,6 @@
 //! `lumen`: the host binary. Each subcommand lives in its own module.
 
+mod cmd_bench;
 mod cmd_eval;
 mod cmd_explain;
 mod cmd_gallery;
@@ -48,6 +49,8 @@ enum Command {
     TrainGenerator(cmd_train_generator::TrainGeneratorArgs),
     /// Train a zoo model (seeded) and write its weights and model card.
     Train(cmd_train::TrainArgs),
+    /// Time methods on a batch of test digits: median, minimum and peak memory per method.
+    Bench(cmd_bench::BenchArgs),
     /// The child process of `lumen plugins --check`: loads one pack file, reports as JSON.
     #[command(name = "__check-pack", hide = true)]
     CheckPack(cmd_plugins::CheckPackArgs),
@@ -121,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reproduce(a) => reproduce::run(a, &device),
         Command::TrainGenerator(a) => cmd_train_generator::run(a, &device),
         Command::Train(a) => cmd_train::run(a, &device),
+        Command::Bench(a) => cmd_bench::run(a, &cli.device, &cli.weights_dirs, &device),
         Command::CheckPack(a) => cmd_plugins::check_pack(a),
     }
 }

@@ -2,9 +2,11 @@
 //! Rhai scripts. It holds the data sets with ground-truth masks ([`data`]), the
 //! resumable chunk store ([`store`]), the report with its plots ([`report`],
 //! [`plot`]), whole runs ([`run`]), and running at scale: shards and their merge
-//! ([`shard`], [`run::merge`]) and Slurm scripts ([`slurm`]). It knows no command
+//! ([`shard`], [`run::merge`]) and Slurm scripts ([`slurm`]), and the timing of
+//! methods for `lumen bench` ([`bench`]). It knows no command
 //! line: hosts fill an [`EvalConfig`] and print what an [`Output`] receives.
 
+pub mod bench;
 pub mod data;
 mod error;
 pub mod gallery;
