@@ -181,7 +181,7 @@ fn close_rel(a: &Tensor, b: &Tensor, what: &str) {
 /// strides that hit the borders unevenly.
 #[test]
 fn incremental_windows_equal_full_forward_on_shipped_models() {
-    let (x, _) = Mnist::load().unwrap().batch(Split::Test, &[3, 1500, 7000], &Device::Cpu).unwrap();
+    let (x, _) = Mnist::load().unwrap().batch(Split::Test, &[3, 150, 700], &Device::Cpu).unwrap();
     let zeros = Arc::new(Marginal::fit(&x).unwrap());
     for name in ["mnist-cnn", "mnist-allcnn", "mnist-cnn-noise", "mnist-cnn-biased"] {
         let m = lumen_models::load_shipped(name, &Device::Cpu).unwrap();

@@ -16,7 +16,7 @@ use lumen_core::params::Params;
 use lumen_core::render::colormap::{diverging, gray};
 use lumen_core::render::font::draw_text;
 use lumen_core::render::grid::Grid;
-use lumen_core::{Attributor, Classifier, Target};
+use lumen_core::{Classifier, Target};
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use std::path::Path;

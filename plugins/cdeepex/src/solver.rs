@@ -222,7 +222,6 @@ impl LatentBatch<'_> {
                 let tx = tx.clone();
                 let (next, results, others) = (&next, &results, &others);
                 let (z0, trues, probes) = (&self.z0, &self.true_class, &self.probe);
-                let inequalities = self.inequalities;
                 s.spawn(move || {
                     let _exit = ExitGuard(tx.clone());
                     loop {
@@ -236,7 +235,6 @@ impl LatentBatch<'_> {
                             true_class: trues[ex],
                             probe: probes[ex],
                             others: &others[ex],
-                            inequalities,
                             tx: &tx,
                         };
                         let r = one.solve(cfg);
@@ -357,7 +355,6 @@ struct Example<'a> {
     true_class: usize,
     probe: usize,
     others: &'a [usize],
-    inequalities: bool,
     tx: &'a Sender<Msg>,
 }
 
