@@ -56,6 +56,21 @@ enum Command {
     CheckPack(cmd_plugins::CheckPackArgs),
 }
 
+/// Keeps freed memory in the process instead of returning it to the kernel. The
+/// tensor ops allocate and free buffers of the same few sizes on every call; with
+/// glibc's defaults large ones are mmap'd and unmapped, or trimmed off the heap, so
+/// each call pays for fresh zeroed pages (the profile of saliency at batch 64 spent
+/// about 15% in page faults). The peak footprint is unchanged.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 fn main() {
     // Errors are one line: keep candle/anyhow from appending library backtraces
     // when RUST_BACKTRACE is set (panic backtraces are unaffected).
@@ -63,6 +78,7 @@ fn main() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
     quiet_panics();
+    keep_freed_memory();
     interrupt::install();
     let cli = Cli::parse();
     for d in &cli.weights_dirs {

@@ -207,8 +207,15 @@ fn col2im<T: WithDType>(g: &Conv, col: &[T], x: &mut [T]) {
                     let src = &row[oy * g.wo..(oy + 1) * g.wo];
                     let dst = &mut x[(c * g.h + iy as usize) * g.w..][..g.w];
                     let base = ((lo * g.sw) as isize + off) as usize;
-                    for (i, s) in src[lo..hi].iter().enumerate() {
-                        dst[base + i * g.sw] += *s;
+                    if g.sw == 1 {
+                        // Contiguous: a zip the compiler vectorises.
+                        for (d, s) in dst[base..base + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (i, s) in src[lo..hi].iter().enumerate() {
+                            dst[base + i * g.sw] += *s;
+                        }
                     }
                 }
             }
@@ -344,26 +351,52 @@ impl Pool {
     pub fn y_len(&self) -> usize {
         self.ho * self.wo
     }
+    /// The clipped input ranges of every output row and column, computed once per
+    /// call rather than once per window.
+    fn spans(&self) -> Spans {
+        let ys = (0..self.ho).map(|o| clip(o, self.sh, self.kh, self.ph, self.h)).collect();
+        let xs = (0..self.wo).map(|o| clip(o, self.sw, self.kw, self.pw, self.w)).collect();
+        Spans { ys, xs }
+    }
+}
+
+/// Per output row (column): the input rows (columns) `[start, end)` and the
+/// divisor's factor.
+struct Spans {
+    ys: Vec<(usize, usize, usize)>,
+    xs: Vec<(usize, usize, usize)>,
+}
+
+impl Spans {
     fn window(&self, oy: usize, ox: usize) -> Window {
-        let (y0, y1, dh) = clip(oy, self.sh, self.kh, self.ph, self.h);
-        let (x0, x1, dw) = clip(ox, self.sw, self.kw, self.pw, self.w);
+        let ((y0, y1, dh), (x0, x1, dw)) = (self.ys[oy], self.xs[ox]);
         Window { y0, y1, x0, x1, div: dh * dw }
     }
-    /// Index in the plane of the window's first maximum (row-major; a NaN wins, as in
-    /// PyTorch).
-    fn argmax<T: WithDType>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
-        let win = self.window(oy, ox);
-        let mut best = win.y0 * self.w + win.x0;
-        for y in win.y0..win.y1 {
-            for x in win.x0..win.x1 {
-                let i = y * self.w + x;
-                let (v, m) = (plane[i], plane[best]);
+
+    /// Index in the plane (row length `w`) of the window's first maximum (row-major;
+    /// a NaN wins, as in PyTorch).
+    #[inline]
+    fn argmax<T: WithDType>(&self, plane: &[T], w: usize, oy: usize, ox: usize) -> usize {
+        let ((y0, y1, _), (x0, x1, _)) = (self.ys[oy], self.xs[ox]);
+        let mut best = y0 * w + x0;
+        let mut m = plane[best];
+        #[allow(clippy::eq_op)]
+        let mut m_nan = m != m;
+        for y in y0..y1 {
+            if m_nan {
+                break;
+            }
+            let row = &plane[y * w..];
+            for (x, &v) in row[x0..x1].iter().enumerate() {
                 #[allow(clippy::eq_op)]
                 let v_nan = v != v;
-                #[allow(clippy::eq_op)]
-                let m_nan = m != m;
-                if !m_nan && (v > m || v_nan) {
-                    best = i;
+                if v > m || v_nan {
+                    best = y * w + x0 + x;
+                    m = v;
+                    m_nan = v_nan;
+                    if m_nan {
+                        break;
+                    }
                 }
             }
         }
@@ -371,57 +404,85 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Calls `f(output index, index of the window's first maximum)` for every window
+    /// of one plane. 2×2 windows with stride 2 and no padding (the common case) take
+    /// a straight-line path.
+    #[inline]
+    fn for_each_max<T: WithDType>(&self, sp: &Spans, xp: &[T], mut f: impl FnMut(usize, usize)) {
+        let full = self.ph == 0 && self.pw == 0 && 2 * self.ho <= self.h && 2 * self.wo <= self.w;
+        if (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2) && full {
+            for oy in 0..self.ho {
+                let (r0, r1) = (2 * oy * self.w, (2 * oy + 1) * self.w);
+                let (row0, row1) = (&xp[r0..r0 + 2 * self.wo], &xp[r1..r1 + 2 * self.wo]);
+                for ox in 0..self.wo {
+                    let c = 2 * ox;
+                    // The same order and NaN rule as `Spans::argmax`.
+                    let cand = [(row0[c], r0 + c), (row0[c + 1], r0 + c + 1), (row1[c], r1 + c), (row1[c + 1], r1 + c + 1)];
+                    let (mut m, mut best) = cand[0];
+                    for &(v, i) in &cand[1..] {
+                        #[allow(clippy::eq_op)]
+                        if m == m && (v > m || v != v) {
+                            m = v;
+                            best = i;
+                        }
+                    }
+                    f(oy * self.wo + ox, best);
+                }
+            }
+            return;
+        }
+        for oy in 0..self.ho {
+            for ox in 0..self.wo {
+                f(oy * self.wo + ox, sp.argmax(xp, self.w, oy, ox));
+            }
+        }
+    }
+}
+
 pub(crate) fn max_pool<T: WithDType>(g: &Pool, x: &[T]) -> Vec<T> {
+    let sp = g.spans();
     let mut y = vec![T::zero(); g.planes * g.y_len()];
     y.par_chunks_mut(g.y_len().max(1)).enumerate().for_each(|(p, yp)| {
         let xp = &x[p * g.x_len()..][..g.x_len()];
-        for oy in 0..g.ho {
-            for ox in 0..g.wo {
-                yp[oy * g.wo + ox] = xp[g.argmax(xp, oy, ox)];
-            }
-        }
+        g.for_each_max(&sp, xp, |o, i| yp[o] = xp[i]);
     });
     y
 }
 
 /// The max-pool gradient: each window's `gy` goes whole to its first maximum.
 pub(crate) fn max_pool_scatter<T: WithDType>(g: &Pool, x: &[T], gy: &[T]) -> Vec<T> {
+    let sp = g.spans();
     let mut dx = vec![T::zero(); g.planes * g.x_len()];
     dx.par_chunks_mut(g.x_len().max(1)).enumerate().for_each(|(p, dxp)| {
         let xp = &x[p * g.x_len()..][..g.x_len()];
         let gp = &gy[p * g.y_len()..][..g.y_len()];
-        for oy in 0..g.ho {
-            for ox in 0..g.wo {
-                dxp[g.argmax(xp, oy, ox)] += gp[oy * g.wo + ox];
-            }
-        }
+        g.for_each_max(&sp, xp, |o, i| dxp[i] += gp[o]);
     });
     dx
 }
 
 /// The adjoint of [`max_pool_scatter`] in `gy`: `v` read at each window's maximum.
 pub(crate) fn max_pool_gather<T: WithDType>(g: &Pool, x: &[T], v: &[T]) -> Vec<T> {
+    let sp = g.spans();
     let mut y = vec![T::zero(); g.planes * g.y_len()];
     y.par_chunks_mut(g.y_len().max(1)).enumerate().for_each(|(p, yp)| {
         let xp = &x[p * g.x_len()..][..g.x_len()];
         let vp = &v[p * g.x_len()..][..g.x_len()];
-        for oy in 0..g.ho {
-            for ox in 0..g.wo {
-                yp[oy * g.wo + ox] = vp[g.argmax(xp, oy, ox)];
-            }
-        }
+        g.for_each_max(&sp, xp, |o, i| yp[o] = vp[i]);
     });
     y
 }
 
 /// Average pooling; padding counts towards the divisor (PyTorch's default).
 pub(crate) fn avg_pool<T: WithDType>(g: &Pool, x: &[T]) -> Vec<T> {
+    let sp = g.spans();
     let mut y = vec![T::zero(); g.planes * g.y_len()];
     y.par_chunks_mut(g.y_len().max(1)).enumerate().for_each(|(p, yp)| {
         let xp = &x[p * g.x_len()..][..g.x_len()];
         for oy in 0..g.ho {
             for ox in 0..g.wo {
-                let win = g.window(oy, ox);
+                let win = sp.window(oy, ox);
                 let mut s = T::zero();
                 for y in win.y0..win.y1 {
                     for v in &xp[y * g.w + win.x0..y * g.w + win.x1] {
@@ -437,12 +498,13 @@ pub(crate) fn avg_pool<T: WithDType>(g: &Pool, x: &[T]) -> Vec<T> {
 
 /// The adjoint of [`avg_pool`]: each window's `gy / divisor` added to its pixels.
 pub(crate) fn avg_pool_adjoint<T: WithDType>(g: &Pool, gy: &[T]) -> Vec<T> {
+    let sp = g.spans();
     let mut dx = vec![T::zero(); g.planes * g.x_len()];
     dx.par_chunks_mut(g.x_len().max(1)).enumerate().for_each(|(p, dxp)| {
         let gp = &gy[p * g.y_len()..][..g.y_len()];
         for oy in 0..g.ho {
             for ox in 0..g.wo {
-                let win = g.window(oy, ox);
+                let win = sp.window(oy, ox);
                 let v = gp[oy * g.wo + ox] / T::from_f64(win.div as f64);
                 for y in win.y0..win.y1 {
                     for d in &mut dxp[y * g.w + win.x0..y * g.w + win.x1] {
@@ -453,4 +515,26 @@ pub(crate) fn avg_pool_adjoint<T: WithDType>(g: &Pool, gy: &[T]) -> Vec<T> {
         }
     });
     dx
+}
+
+/// Elementwise, in parallel over runs big enough to be worth a thread; collected
+/// straight into the output (no zero fill first).
+fn zip_map<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+    const RUN: usize = 1 << 14;
+    if a.len() <= RUN || threads() == 1 {
+        return a.iter().zip(b).map(|(&a, &b)| f(a, b)).collect();
+    }
+    let mut y = Vec::with_capacity(a.len());
+    a.par_iter().zip(b).with_min_len(RUN).map(|(&a, &b)| f(a, b)).collect_into_vec(&mut y);
+    y
+}
+
+/// `max(x, 0)` as candle computes it (a NaN gives 0).
+pub(crate) fn relu<T: WithDType>(x: &[T]) -> Vec<T> {
+    zip_map(x, x, |v, _| if v >= T::zero() { v } else { T::zero() })
+}
+
+/// `g · [x ≥ 0]`, the product candle's relu backward forms (so `0 · ∞` stays NaN).
+pub(crate) fn relu_mask<T: WithDType>(x: &[T], g: &[T]) -> Vec<T> {
+    zip_map(x, g, |x, g| g * if x >= T::zero() { T::one() } else { T::zero() })
 }

@@ -399,6 +399,61 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     })
 }
 
+// ---------------------------------------------------------------- relu
+
+/// `max(x, 0)`, whose backward is one pass `g · [x ≥ 0]` (candle's relu backward
+/// takes five: zeros, compare, cast, multiply, add). The mask is candle's: `x ≥ 0`.
+struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "lumen-relu"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn f<T: WithDType>(s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            out(cpu::relu(slice::<T>(s, l)?), l.shape().clone())
+        }
+        by_dtype!(s, f(s, l))
+    }
+    fn bwd(&self, x: &Tensor, _: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(relu_mask(x, g)?))
+    }
+}
+
+/// `g · [x ≥ 0]`: linear in `g` (its own adjoint), piecewise constant in `x`.
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "lumen-relu-mask"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn f<T: WithDType>(x: (&CpuStorage, &Layout), g: (&CpuStorage, &Layout)) -> candle_core::Result<(CpuStorage, Shape)> {
+            if x.1.shape() != g.1.shape() {
+                candle_core::bail!("relu gradient of shape {:?} for input {:?}", g.1.dims(), x.1.dims());
+            }
+            out(cpu::relu_mask(slice::<T>(x.0, x.1)?, slice::<T>(g.0, g.1)?), x.1.shape().clone())
+        }
+        by_dtype!(s1, f((s1, l1), (s2, l2)))
+    }
+    fn bwd(&self, x: &Tensor, g: &Tensor, _: &Tensor, dd: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dg = if g.track_op() { Some(relu_mask(x, dd)?) } else { None };
+        Ok((None, dg))
+    }
+}
+
+fn relu_mask(x: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2(&g.contiguous()?, ReluMask)
+}
+
+/// `max(x, 0)`; on the CPU with lumen's one-pass backward, elsewhere candle's relu.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if native(&[x]) {
+        return Ok(x.contiguous()?.apply_op1(Relu)?);
+    }
+    Ok(x.relu()?)
+}
+
 // ---------------------------------------------------------------- pooling
 
 /// Window, stride and padding (height, width) of a 2-D pooling; `ceil_mode` as in

@@ -347,3 +347,50 @@ fn conv1d_matches_candle_path() {
         }
     }
 }
+
+/// relu and its one-pass backward against candle's relu, bit for bit, in f32 and
+/// f64, with zeros, NaN and a size that splits into parallel chunks.
+#[test]
+fn relu_matches_candle_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let n = 40_000;
+    let mut v = rand_vec(&mut rng, n);
+    v[3] = 0.0;
+    v[4] = -0.0;
+    v[5] = f64::NAN;
+    let c = rand_vec(&mut rng, n);
+    for dt in [DType::F32, DType::F64] {
+        let run = || {
+            let x = Var::from_tensor(&t64(&v, &[4, 10_000]).to_dtype(dt).unwrap()).unwrap();
+            let cv = Var::from_tensor(&t64(&c, &[4, 10_000]).to_dtype(dt).unwrap()).unwrap();
+            let y = relu(&x).unwrap();
+            let g = (&y * cv.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            [y.clone(), g.get(&x).unwrap().clone(), g.get(&cv).unwrap().clone()]
+        };
+        let (ours, theirs) = (run(), with_candle_ops(run));
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            let (a, b) = (flat(a), flat(b));
+            for (j, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert!(p == q || (p.is_nan() && q.is_nan()), "{dt:?} output {i} at {j}: {p} vs {q}");
+            }
+        }
+    }
+}
+
+/// The 2×2/2 straight-line path keeps the general rule: the first maximum in
+/// row-major order, a NaN winning over everything after it.
+#[test]
+fn max_pool_2x2_fast_path_ties_and_nan() {
+    let x = Var::new(&[[[[1f32, f32::NAN, 3., 3.], [f32::NAN, 0., 3., 5.], [2., 2., 7., 1.], [2., 2., 7., 7.]]]], &D0).unwrap();
+    let y = max_pool2d(&x, PoolParams::square(2, 2)).unwrap();
+    let yv = flat(&y);
+    assert!(yv[0].is_nan() && yv[1..] == [5.0, 2.0, 7.0], "{yv:?}");
+    let c = Tensor::new(&[[[[1f32, 10.], [100., 1000.]]]], &D0).unwrap();
+    let g = (y * c).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut want = vec![0.0; 16];
+    want[1] = 1.0; // the first NaN, not the one below it
+    want[7] = 10.0;
+    want[8] = 100.0; // tie of four 2s: the first
+    want[10] = 1000.0; // tie of three 7s: the first
+    assert_eq!(flat(g.get(&x).unwrap()), want);
+}

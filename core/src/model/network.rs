@@ -45,10 +45,10 @@ impl Node {
             LayerKind::Conv1d { .. } | LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
                 self.affine(x, req(&self.weight, &self.name, "weight")?, self.bias.as_ref())?
             }
-            LayerKind::Relu => x.relu()?,
+            LayerKind::Relu => crate::kernels::relu(x)?,
             LayerKind::Prelu { .. } => {
                 let a = per_channel(req(&self.weight, &self.name, "weight")?, x.rank())?;
-                (x.relu()? - x.neg()?.relu()?.broadcast_mul(&a)?)?
+                (crate::kernels::relu(x)? - crate::kernels::relu(&x.neg()?)?.broadcast_mul(&a)?)?
             }
             LayerKind::Sigmoid => candle_nn::ops::sigmoid(x)?,
             LayerKind::Tanh => x.tanh()?,
