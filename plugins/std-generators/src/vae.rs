@@ -49,13 +49,21 @@ pub struct Vae {
     pub params: HashMap<String, Tensor>,
 }
 
+// lumen's kernels, not candle's ops: CDeepEx and xGEMs differentiate the decoder
+// in z thousands of times, and candle's backward also forms every weight gradient
+// and takes the conv input gradient through a direct loop (this was most of their
+// time). Weight gradients still flow when the weights are tracked (training).
 fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(x.matmul(&w.t()?)?.broadcast_add(b)?)
+    lumen_core::kernels::linear(x, w, Some(b))
 }
 
 fn conv(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, stride: usize) -> Result<Tensor> {
-    let y = x.conv2d(w, pad, stride, 1, 1)?;
-    Ok(y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?)
+    let p = lumen_core::kernels::ConvParams { stride: (stride, stride), padding: (pad, pad) };
+    lumen_core::kernels::conv2d(x, w, Some(b), p)
+}
+
+fn relu(x: &Tensor) -> Result<Tensor> {
+    lumen_core::kernels::relu(x)
 }
 
 impl Vae {
@@ -104,10 +112,10 @@ impl Vae {
 
     /// `[B, 1, 28, 28] -> (mu, logvar)`, each `[B, d]`.
     pub fn encode_dist(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let h = conv(x, self.p("enc.conv1.weight"), self.p("enc.conv1.bias"), 1, 2)?.relu()?;
-        let h = conv(&h, self.p("enc.conv2.weight"), self.p("enc.conv2.bias"), 1, 2)?.relu()?;
+        let h = relu(&conv(x, self.p("enc.conv1.weight"), self.p("enc.conv1.bias"), 1, 2)?)?;
+        let h = relu(&conv(&h, self.p("enc.conv2.weight"), self.p("enc.conv2.bias"), 1, 2)?)?;
         let h = h.flatten_from(1)?;
-        let h = linear(&h, self.p("enc.fc.weight"), self.p("enc.fc.bias"))?.relu()?;
+        let h = relu(&linear(&h, self.p("enc.fc.weight"), self.p("enc.fc.bias"))?)?;
         let mu = linear(&h, self.p("enc.mu.weight"), self.p("enc.mu.bias"))?;
         let logvar = linear(&h, self.p("enc.logvar.weight"), self.p("enc.logvar.bias"))?;
         Ok((mu, logvar))
@@ -116,10 +124,10 @@ impl Vae {
     /// Decoder logits `[B, 1, 28, 28]` (before the sigmoid).
     pub fn decode_logits(&self, z: &Tensor) -> Result<Tensor> {
         let b = z.dim(0)?;
-        let h = linear(z, self.p("dec.fc1.weight"), self.p("dec.fc1.bias"))?.relu()?;
-        let h = linear(&h, self.p("dec.fc2.weight"), self.p("dec.fc2.bias"))?.relu()?;
+        let h = relu(&linear(z, self.p("dec.fc1.weight"), self.p("dec.fc1.bias"))?)?;
+        let h = relu(&linear(&h, self.p("dec.fc2.weight"), self.p("dec.fc2.bias"))?)?;
         let h = h.reshape((b, 64, 7, 7))?.upsample_nearest2d(14, 14)?;
-        let h = conv(&h, self.p("dec.conv3.weight"), self.p("dec.conv3.bias"), 1, 1)?.relu()?;
+        let h = relu(&conv(&h, self.p("dec.conv3.weight"), self.p("dec.conv3.bias"), 1, 1)?)?;
         let h = h.upsample_nearest2d(28, 28)?;
         conv(&h, self.p("dec.conv4.weight"), self.p("dec.conv4.bias"), 1, 1)
     }
