@@ -429,6 +429,8 @@ presets! {
     ("lrp_alpha1beta0", "αβ with α=1, β=0 on every conv/linear layer", None, AB10, AB10),
     ("lrp_alpha2beta1", "αβ with α=2, β=1 on every conv/linear layer", None, AB21, AB21),
     ("lrp_flat", "flat on every conv/linear layer", None, LrpRule::Flat, LrpRule::Flat),
+    ("lrp_wsquare", "w² on every conv/linear layer", None, LrpRule::WSquare, LrpRule::WSquare),
+    ("lrp_zbox", "z^B on every conv/linear layer", None, LrpRule::ZBox, LrpRule::ZBox),
     ("lrp_composite_epsilon_plus", "z⁺ on convs, ε on dense layers", None, LrpRule::ZPlus, LrpRule::Epsilon),
     ("lrp_composite_epsilon_plus_flat", "flat on the first layer, z⁺ on convs, ε on dense layers", Some(LrpRule::Flat), LrpRule::ZPlus, LrpRule::Epsilon),
     ("lrp_composite_epsilon_gamma_box", "z^B on the first layer, γ on convs, ε on dense layers", Some(LrpRule::ZBox), LrpRule::Gamma, LrpRule::Epsilon),
