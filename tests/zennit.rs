@@ -30,6 +30,18 @@ const PAIRS: &[(&str, &str)] = &[
 
 const TOL: f64 = 1e-4;
 
+/// z^B on every layer of mnist-allcnn is ill-conditioned: its hidden activations
+/// exceed the bound h = 1, so denominators `Σ x w − l w⁺ − h w⁻` nearly cancel, and
+/// Zennit's own float32 map differs from its float64 map by 8.5e-3 (measured with
+/// tools/zennit/make_fixtures.py's model in float64). No composite uses z^B above the
+/// first layer; this case gets the float32 noise floor instead of `TOL`, and its
+/// fitted scale (which absorbs that noise: 1.3e-2 off the logit) is not checked.
+const ILL_CONDITIONED: &[(&str, &str, f64)] = &[("mnist-allcnn", "rule_zbox", 1e-2)];
+
+fn tolerance(model: &str, key: &str) -> f64 {
+    ILL_CONDITIONED.iter().find(|(m, k, _)| *m == model && *k == key).map_or(TOL, |c| c.2)
+}
+
 fn fixture(model: &str) -> HashMap<String, Tensor> {
     let path = crate::util::repo_root().join("tests/fixtures/zennit").join(format!("{model}.safetensors"));
     lumen_core::candle::safetensors::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -51,7 +63,7 @@ fn scaled_error(l: &[f64], z: &[f64]) -> (f64, f64) {
 
 /// Worst error per (model, fixture key) over the digits; panics with the whole table
 /// when one exceeds `TOL`.
-fn compare(model_name: &str, pairs: &[(&str, &str)]) -> Vec<(String, f64, f64)> {
+fn compare(model_name: &str, pairs: &[(&str, &str)], base: &LrpConfig) -> Vec<(String, f64, f64, f64)> {
     let fx = fixture(model_name);
     let card = lumen_models::card_path(model_name).unwrap();
     let m = NetworkModel::load(card, &Device::Cpu).unwrap();
@@ -69,7 +81,7 @@ fn compare(model_name: &str, pairs: &[(&str, &str)]) -> Vec<(String, f64, f64)> 
     let target: Vec<usize> = fx["target"].to_vec1::<i64>().unwrap().iter().map(|t| *t as usize).collect();
     let mut out = vec![];
     for (key, preset) in pairs {
-        let lrp = Lrp::new(LrpConfig { composite: preset.to_string(), batch_size: 8, ..Default::default() });
+        let lrp = Lrp::new(LrpConfig { composite: preset.to_string(), batch_size: 8, ..base.clone() });
         let e = lrp.attribute(&m, x, &Target::Classes(target.clone())).unwrap();
         let (mut worst, mut worst_s) = (0f64, 0f64);
         for (k, (l, z)) in rows(e.attribution()).iter().zip(rows(&fx[*key])).enumerate() {
@@ -79,17 +91,18 @@ fn compare(model_name: &str, pairs: &[(&str, &str)]) -> Vec<(String, f64, f64)> 
             worst = worst.max(err);
             worst_s = worst_s.max((s / logit - 1.0).abs());
         }
-        out.push((format!("{model_name} {key} ({preset})"), worst, worst_s));
+        out.push((format!("{model_name} {key} ({preset})"), worst, worst_s, tolerance(model_name, key)));
     }
     out
 }
 
 fn check(model_name: &str) {
-    let res = compare(model_name, PAIRS);
-    let table: Vec<String> = res.iter().map(|(k, e, s)| format!("{k}: {e:.1e} (scale vs logit {s:.1e})")).collect();
+    let res = compare(model_name, PAIRS, &LrpConfig::default());
+    let table: Vec<String> =
+        res.iter().map(|(k, e, s, tol)| format!("{k}: {e:.1e} (tolerance {tol:.0e}; scale vs logit {s:.1e})")).collect();
     eprintln!("{}", table.join("\n"));
-    let bad: Vec<&String> = res.iter().filter(|(_, e, s)| !(*e <= TOL && *s <= 1e-3)).map(|(k, _, _)| k).collect();
-    assert!(bad.is_empty(), "worse than {TOL:e} relative against Zennit: {bad:?}\n{}", table.join("\n"));
+    let bad: Vec<&String> = res.iter().filter(|(_, e, s, tol)| !(*e <= *tol && (*s <= 1e-3 || *tol > TOL))).map(|(k, ..)| k).collect();
+    assert!(bad.is_empty(), "worse than the tolerance against Zennit: {bad:?}\n{}", table.join("\n"));
 }
 
 #[test]
@@ -100,4 +113,24 @@ fn zennit_mnist_cnn() {
 #[test]
 fn zennit_mnist_allcnn() {
     check("mnist-allcnn");
+}
+
+/// The classic conventions are what tells lumen's former maps from Zennit's: each
+/// option alone moves its rule well off Zennit (so the check above can fail).
+#[test]
+fn zennit_classic_conventions_differ() {
+    let classic = |f: fn(&mut LrpConfig)| {
+        let mut c = LrpConfig::default();
+        f(&mut c);
+        c
+    };
+    let cases: [(&str, (&str, &str), LrpConfig); 3] = [
+        ("mnist-cnn", ("rule_zplus", "lrp_zplus"), classic(|c| c.zplus_bias = false)),
+        ("mnist-allcnn", ("epsilon_gamma_box", "lrp_composite_epsilon_gamma_box"), classic(|c| c.gamma_sign_aware = false)),
+        ("mnist-cnn", ("rule_wsquare", "lrp_wsquare"), classic(|c| c.wsquare_bias = false)),
+    ];
+    for (model, pair, cfg) in cases {
+        let (k, e, ..) = compare(model, &[pair], &cfg).remove(0);
+        assert!(e > 1e-3, "{k} with the classic convention is within {e:.1e} of Zennit");
+    }
 }
