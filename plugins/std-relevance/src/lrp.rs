@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, Config)]
 pub struct LrpConfig {
-    /// composite preset (lrp_* in `lumen list`)
+    /// composite preset (lrp_* under composites in `lumen list`, with each one's first/conv/dense rules)
     pub composite: String,
     /// ε of LRP-ε
     pub epsilon: f64,
@@ -143,7 +143,7 @@ fn output_layer(net: &Network) -> Result<(String, Option<String>)> {
 impl Method for Lrp {
     const NAME: &'static str = "lrp";
     const SUMMARY: &'static str =
-        "layer-wise relevance propagation with a composite of LRP rules (ε, γ, z⁺, αβ, flat, z^B)";
+        "layer-wise relevance propagation with a composite of LRP rules (ε, γ, z⁺, αβ, flat, w², z^B), Zennit's conventions by default";
     type Config = LrpConfig;
     const PROPS: MethodProps = PROPS;
     fn new(config: LrpConfig) -> Result<Self> {
