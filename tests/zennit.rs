@@ -115,8 +115,9 @@ fn zennit_mnist_allcnn() {
     check("mnist-allcnn");
 }
 
-/// The classic conventions are what tells lumen's former maps from Zennit's: each
-/// option alone moves its rule well off Zennit (so the check above can fail).
+/// The classic conventions (and the former stabiliser) are what told lumen's former
+/// maps from Zennit's: each option alone moves its rule well off Zennit (so the
+/// checks above can fail).
 #[test]
 fn zennit_classic_conventions_differ() {
     let classic = |f: fn(&mut LrpConfig)| {
@@ -124,10 +125,12 @@ fn zennit_classic_conventions_differ() {
         f(&mut c);
         c
     };
-    let cases: [(&str, (&str, &str), LrpConfig); 3] = [
+    let cases: [(&str, (&str, &str), LrpConfig); 4] = [
         ("mnist-cnn", ("rule_zplus", "lrp_zplus"), classic(|c| c.zplus_bias = false)),
         ("mnist-allcnn", ("epsilon_gamma_box", "lrp_composite_epsilon_gamma_box"), classic(|c| c.gamma_sign_aware = false)),
         ("mnist-cnn", ("rule_wsquare", "lrp_wsquare"), classic(|c| c.wsquare_bias = false)),
+        // lumen's former stabiliser (the 1e-9 guard only) on αβ
+        ("mnist-allcnn", ("rule_alpha2beta1", "lrp_alpha2beta1"), classic(|c| c.stabilizer = 0.0)),
     ];
     for (model, pair, cfg) in cases {
         let (k, e, ..) = compare(model, &[pair], &cfg).remove(0);

@@ -566,7 +566,8 @@ macro_rules! presets {
 // the first conv/linear layer in forward order. lumen's one deviation: the
 // flat-first composites match any first layer (Zennit's `Linear` type), the z^B-first
 // one only a conv there (Zennit's `Convolution`); lumen gives z^B to a first linear
-// layer too, since z^B is defined for any bounded input.
+// layer too, since z^B is defined for any bounded input. Batch norm takes Norm here;
+// Zennit has no rule for it (its canonizer folds it into the layer before).
 presets! {
     ("lrp_zero", "LRP-0 on every conv/linear layer (equals gradient × input on ReLU nets)", ["LRP-0", "LRP-0", "LRP-0"], None, LrpRule::Zero, LrpRule::Zero),
     ("lrp_epsilon", "LRP-ε on every conv/linear layer (Zennit Epsilon)", ["ε", "ε", "ε"], None, LrpRule::Epsilon, LrpRule::Epsilon),
