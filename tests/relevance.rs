@@ -7,7 +7,7 @@ use lumen_core::candle_nn::VarBuilder;
 use lumen_core::model::network::init_params;
 use lumen_core::model::{LayerKind as K, LayerSpec as L, ModelInfo, Network, NetworkModel};
 use lumen_core::rules::RuleCtx;
-use lumen_std_relevance::rules::lrp::{lrp_composite, LrpRule, LrpSettings};
+use lumen_std_relevance::rules::lrp::{lrp_composite, Conventions, LrpRule, LrpSettings, DEFAULT_STABILIZER};
 use lumen_core::{Attributor, Classifier, Explanation, Target};
 use lumen_std_relevance::deeplift::{DeepLift, DeepLiftConfig, DeepLiftRule, Reference};
 use lumen_std_relevance::lrp::{Lrp, LrpConfig};
@@ -224,8 +224,12 @@ fn dense_from_conv1d(w: &Tensor, b: &Tensor, len: usize, pad: usize) -> Dense {
     d
 }
 
-/// The rule's `q_ij` contributions for output j (and whether the bias enters z_j).
-fn naive_lrp_layer(l: &Dense, a: &[f64], r_out: &[f64], rule: LrpRule, eps: f64, gamma: f64, lo: f64, hi: f64) -> Vec<f64> {
+/// The rule's `q_ij` contributions for output j (and whether the bias enters z_j),
+/// in Zennit's or the classic convention `c`; every rule but ε and LRP-0 adds
+/// lumen's stabiliser with the sign of z.
+#[allow(clippy::too_many_arguments)]
+fn naive_lrp_layer(l: &Dense, a: &[f64], r_out: &[f64], rule: LrpRule, eps: f64, gamma: f64, lo: f64, hi: f64, c: Conventions) -> Vec<f64> {
+    let st = DEFAULT_STABILIZER;
     let mut r_in = vec![0.0; a.len()];
     let pos = |v: f64| v.max(0.0);
     let neg = |v: f64| v.min(0.0);
@@ -242,38 +246,51 @@ fn naive_lrp_layer(l: &Dense, a: &[f64], r_out: &[f64], rule: LrpRule, eps: f64,
                 let e = if rule == LrpRule::Epsilon { eps } else { 0.0 };
                 groups.push((1.0, qs, z + e * sgn(z)));
             }
-            LrpRule::Gamma => {
+            LrpRule::Gamma if !c.gamma_sign_aware => {
                 let qs = q(&|i| a[i] * (l.w[j][i] + gamma * pos(l.w[j][i])));
                 let z = qs.iter().sum::<f64>() + l.b[j] + gamma * pos(l.b[j]);
-                groups.push((1.0, qs, z));
+                groups.push((1.0, qs, z + st * sgn(z)));
+            }
+            LrpRule::Gamma => {
+                // Zennit's generalised γ: the output's sign picks which part of w grows.
+                let out: f64 = (0..n).map(|i| a[i] * l.w[j][i]).sum::<f64>() + l.b[j];
+                let (up, down): (fn(f64) -> f64, fn(f64) -> f64) = (|v| v.max(0.0), |v| v.min(0.0));
+                let (fp, fn_) = if out > 0.0 { (up, down) } else { (down, up) };
+                if out != 0.0 {
+                    let qs = q(&|i| pos(a[i]) * (l.w[j][i] + gamma * fp(l.w[j][i])) + neg(a[i]) * (l.w[j][i] + gamma * fn_(l.w[j][i])));
+                    let z = qs.iter().sum::<f64>() + l.b[j] + gamma * fp(l.b[j]);
+                    groups.push((1.0, qs, z + st * sgn(z)));
+                }
             }
             LrpRule::ZPlus => {
                 let qs = q(&|i| pos(a[i]) * pos(l.w[j][i]) + neg(a[i]) * neg(l.w[j][i]));
-                let z = qs.iter().sum();
-                groups.push((1.0, qs, z));
+                let b = if c.zplus_bias { pos(l.b[j]) } else { 0.0 };
+                let z = qs.iter().sum::<f64>() + b;
+                groups.push((1.0, qs, z + st * sgn(z)));
             }
             LrpRule::AlphaBeta { alpha, beta } => {
                 let qp = q(&|i| pos(a[i]) * pos(l.w[j][i]) + neg(a[i]) * neg(l.w[j][i]));
                 let zp = qp.iter().sum::<f64>() + pos(l.b[j]);
                 let qn = q(&|i| pos(a[i]) * neg(l.w[j][i]) + neg(a[i]) * pos(l.w[j][i]));
                 let zn = qn.iter().sum::<f64>() + neg(l.b[j]);
-                groups.push((alpha, qp, zp));
-                groups.push((-beta, qn, zn));
+                groups.push((alpha, qp, zp + st * sgn(zp)));
+                groups.push((-beta, qn, zn + st * sgn(zn)));
             }
             LrpRule::Flat => {
                 let qs = q(&|i| if l.conn[j][i] { 1.0 } else { 0.0 });
-                let z = qs.iter().sum();
-                groups.push((1.0, qs, z));
+                let z: f64 = qs.iter().sum();
+                groups.push((1.0, qs, z + st));
             }
             LrpRule::WSquare => {
                 let qs = q(&|i| l.w[j][i] * l.w[j][i]);
-                let z = qs.iter().sum();
-                groups.push((1.0, qs, z));
+                let b = if c.wsquare_bias { l.b[j] * l.b[j] } else { 0.0 };
+                let z = qs.iter().sum::<f64>() + b;
+                groups.push((1.0, qs, z + st));
             }
             LrpRule::ZBox => {
                 let qs = q(&|i| a[i] * l.w[j][i] - lo * pos(l.w[j][i]) - hi * neg(l.w[j][i]));
-                let z = qs.iter().sum();
-                groups.push((1.0, qs, z));
+                let z: f64 = qs.iter().sum();
+                groups.push((1.0, qs, z + st * sgn(z)));
             }
         }
         for (coef, qs, z) in groups {
@@ -296,7 +313,8 @@ fn affine(l: &Dense, a: &[f64]) -> Vec<f64> {
 }
 
 /// 4. Every LRP rule against a naive loop implementation of its formula, on a
-/// conv1d → ReLU → linear → ReLU → linear network (inputs of both signs).
+/// conv1d → ReLU → linear → ReLU → linear network (inputs of both signs), in
+/// Zennit's conventions (the default) and the classic ones.
 #[test]
 fn lrp_rules_match_naive_formulas() {
     let d = Device::Cpu;
@@ -330,7 +348,7 @@ fn lrp_rules_match_naive_formulas() {
         LrpRule::WSquare,
         LrpRule::ZBox,
     ];
-    for rule in rules {
+    for (rule, c) in rules.into_iter().flat_map(|r| [(r, Conventions::ZENNIT), (r, Conventions::CLASSIC)]) {
         // z^B is a first-layer rule: ε above it.
         let (first, rest) = if rule == LrpRule::ZBox { (rule, LrpRule::Epsilon) } else { (rule, rule) };
         // naive forward + backward, class 1
@@ -340,17 +358,17 @@ fn lrp_rules_match_naive_formulas() {
         let z = affine(&layers[2], &a2);
         let mut r = vec![0.0; 3];
         r[1] = z[1];
-        let r2 = naive_lrp_layer(&layers[2], &a2, &r, rest, eps, gamma, lo, hi);
-        let r1 = naive_lrp_layer(&layers[1], &a1, &r2, rest, eps, gamma, lo, hi);
-        let r0 = naive_lrp_layer(&layers[0], &a0, &r1, first, eps, gamma, lo, hi);
+        let r2 = naive_lrp_layer(&layers[2], &a2, &r, rest, eps, gamma, lo, hi, c);
+        let r1 = naive_lrp_layer(&layers[1], &a1, &r2, rest, eps, gamma, lo, hi, c);
+        let r0 = naive_lrp_layer(&layers[0], &a0, &r1, first, eps, gamma, lo, hi, c);
         let want: Vec<f32> = r0.iter().map(|v| *v as f32).collect();
-        let map = lrp_composite("t", Some(first), rest, rest, &LrpSettings::new(eps, gamma, lo, hi));
+        let map = lrp_composite("t", Some(first), rest, rest, &LrpSettings::new(eps, gamma, lo, hi).with_conventions(c));
         let ctx = RuleCtx::default();
         let got = lumen_std_relevance::lrp::relevance(&m, &x, &Target::Class(1), &map, ctx).unwrap();
         let got = flat(&got);
         let scale = want.iter().fold(0f32, |s, v| s.max(v.abs()));
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-4 * scale.max(1e-3), "{rule:?} at {i}: {g} vs {w}\n{got:?}\n{want:?}");
+            assert!((g - w).abs() <= 1e-4 * scale.max(1e-3), "{rule:?} {c:?} at {i}: {g} vs {w}\n{got:?}\n{want:?}");
         }
     }
     // The registered method reads its rule options from parameters.

@@ -17,6 +17,7 @@ mod gradients;
 mod pda;
 mod script;
 mod relevance;
+mod zennit;
 mod plugins;
 mod loader;
 mod registry;

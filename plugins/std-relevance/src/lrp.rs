@@ -1,26 +1,36 @@
 //! Layer-wise relevance propagation through a named composite of this pack's LRP
 //! rules ([`crate::rules::lrp`]).
 //! The relevance starts at the target's output value (`∂obj/∂out ⊙ out`, so a class
-//! target starts from its logit) and the attribution is the relevance that reaches
-//! the input.
+//! target starts from its logit; Zennit starts from a one-hot output, so its maps are
+//! lumen's divided by the logit) and the attribution is the relevance that reaches
+//! the input. The rules follow Zennit 0.5 by default; `zplus_bias`, `gamma_sign_aware`
+//! and `wsquare_bias` = false select the classic forms of Montavon et al. (2017, 2019).
 
 use lumen_core::candle::{Tensor, Var};
 use lumen_core::method::{chunks, prepare};
 use lumen_core::model::network::per_channel;
 use lumen_core::model::{ForwardOptions, LayerKind, Network, Node};
-use crate::rules::lrp::{self as rules, Bound, LrpSettings};
+use crate::rules::lrp::{self as rules, Bound, Conventions, LrpSettings};
 use lumen_core::rules::{grad_hook, Composite, NodeInfo, Rule, RuleCtx, RuleMap};
 use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Config)]
 pub struct LrpConfig {
-    /// composite preset (lrp_* in `lumen list`)
+    /// composite preset (lrp_* under composites in `lumen list`, with each one's first/conv/dense rules)
     pub composite: String,
     /// ε of LRP-ε
     pub epsilon: f64,
     /// γ of LRP-γ
     pub gamma: f64,
+    /// stabiliser of every rule but ε, and of Norm on pools/sums (Zennit: 1e-6)
+    pub stabilizer: f64,
+    /// z⁺ keeps b⁺ in its denominator (Zennit); false: no bias (Montavon 2019)
+    pub zplus_bias: bool,
+    /// γ swaps w⁺/w⁻ on negative outputs (Zennit); false: w+γw⁺ (Montavon 2019)
+    pub gamma_sign_aware: bool,
+    /// w² adds b² to its denominator (Zennit); false: weights only (Montavon 2017)
+    pub wsquare_bias: bool,
     /// z^B lower bound (default: the model's input range)
     pub low: Option<f64>,
     /// z^B upper bound (default: the model's input range)
@@ -36,6 +46,10 @@ impl Default for LrpConfig {
             composite: "lrp_epsilon".into(),
             epsilon: rules::DEFAULT_EPSILON,
             gamma: rules::DEFAULT_GAMMA,
+            stabilizer: rules::DEFAULT_STABILIZER,
+            zplus_bias: true,
+            gamma_sign_aware: true,
+            wsquare_bias: true,
             low: None,
             high: None,
             batch_size: 32,
@@ -105,7 +119,10 @@ impl Lrp {
                 high.channels.push((hi - *m as f64) / *s as f64);
             }
         }
-        LrpSettings { epsilon: self.config.epsilon, gamma: self.config.gamma, low, high }
+        let c = &self.config;
+        let conventions =
+            Conventions { zplus_bias: c.zplus_bias, gamma_sign_aware: c.gamma_sign_aware, wsquare_bias: c.wsquare_bias };
+        LrpSettings { epsilon: c.epsilon, gamma: c.gamma, stabilizer: c.stabilizer, low, high, conventions }
     }
 }
 
@@ -126,7 +143,7 @@ fn output_layer(net: &Network) -> Result<(String, Option<String>)> {
 impl Method for Lrp {
     const NAME: &'static str = "lrp";
     const SUMMARY: &'static str =
-        "layer-wise relevance propagation with a composite of LRP rules (ε, γ, z⁺, αβ, flat, z^B)";
+        "layer-wise relevance propagation with a composite of LRP rules (ε, γ, z⁺, αβ, flat, w², z^B), Zennit's conventions by default";
     type Config = LrpConfig;
     const PROPS: MethodProps = PROPS;
     fn new(config: LrpConfig) -> Result<Self> {
@@ -136,6 +153,9 @@ impl Method for Lrp {
         }
         if config.gamma < 0.0 {
             return Err(Error::bad_param("lrp", "gamma", "must be ≥ 0"));
+        }
+        if !(config.stabilizer >= 0.0) {
+            return Err(Error::bad_param("lrp", "stabilizer", "must be ≥ 0"));
         }
         Ok(Lrp { config })
     }

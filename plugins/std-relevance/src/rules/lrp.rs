@@ -10,6 +10,15 @@
 //! Each rule carries its own numbers (`Epsilon { epsilon }`, `ZBox { low, high }`). A
 //! composite is a value ([`LrpComposite`]: a rule choice for the first layer, the
 //! convs and the dense layers) built with the numbers of an [`LrpSettings`].
+//!
+//! Conventions. By default every rule is Zennit's (Anders et al., "Software for
+//! Dataset-wide XAI", 2021; zennit 0.5): z⁺ keeps `b⁺` in its denominator, γ is the
+//! sign-aware generalised rule (Andéol et al. 2021), w² squares the bias too, and every
+//! rule but ε divides by `z + s·sign(z)` with the stabiliser `s` = 1e-6. The classic
+//! forms of Montavon et al. ("Layer-Wise Relevance Propagation: An Overview", 2019;
+//! "Explaining nonlinear classification decisions with deep Taylor decomposition",
+//! 2017) are selected by [`Conventions`]: `zplus_bias = false`, `gamma_sign_aware =
+//! false`, `wsquare_bias = false`. Checked against Zennit's own maps in tests/zennit.rs.
 
 use super::deeplift::MaxRoute;
 use lumen_core::candle::Tensor;
@@ -19,31 +28,62 @@ use lumen_core::rules::{grad_hook, settings, surrogate, Matcher, Rule, RuleCtx, 
 use lumen_core::{Error, Result};
 use std::sync::Arc;
 
-/// Keeps every denominator away from zero (added with the sign of `z`).
+/// Keeps every denominator away from zero (added with the sign of `z`, on top of ε or
+/// the stabiliser, so that ε = 0 stays finite).
 const STAB: f64 = 1e-9;
 pub const DEFAULT_EPSILON: f64 = 1e-6;
 pub const DEFAULT_GAMMA: f64 = 0.25;
+/// Zennit's stabiliser of every rule but ε (and of the Norm rule on pools and sums).
+pub const DEFAULT_STABILIZER: f64 = 1e-6;
+
+/// Where the reference implementation (Zennit, the default) and the classic papers
+/// (Montavon et al. 2017, 2019) define a rule differently; `true` is Zennit's form.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Conventions {
+    /// z⁺ puts the positive bias `b⁺` into its denominator (Zennit's `ZPlus`, i.e.
+    /// αβ with α = 1, β = 0); `false`: no bias (Montavon et al. 2019 / DTD 2017).
+    pub zplus_bias: bool,
+    /// γ treats negative outputs with the roles of `w⁺` and `w⁻` swapped (Zennit's
+    /// generalised `Gamma`, Andéol et al. 2021); `false`: `w + γw⁺` for every output
+    /// (Montavon et al. 2019).
+    pub gamma_sign_aware: bool,
+    /// w² adds `b²` to its denominator (Zennit's `WSquare` squares every parameter);
+    /// `false`: weights only (Montavon et al. 2017).
+    pub wsquare_bias: bool,
+}
+
+impl Default for Conventions {
+    fn default() -> Self {
+        Conventions::ZENNIT
+    }
+}
+
+impl Conventions {
+    /// Zennit 0.5's definitions (the default).
+    pub const ZENNIT: Conventions = Conventions { zplus_bias: true, gamma_sign_aware: true, wsquare_bias: true };
+    /// The classic forms of Montavon et al. (2017, 2019).
+    pub const CLASSIC: Conventions = Conventions { zplus_bias: false, gamma_sign_aware: false, wsquare_bias: false };
+}
 
 /// The LRP rules for conv and linear layers, as a composite chooses them; the numbers
 /// they take come from [`LrpSettings`] ([`LrpRule::rule`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LrpRule {
-    /// LRP-0: `q_ij = a_i w_ij` (bias in the denominator).
+    /// LRP-0 ([`Zero`]).
     Zero,
-    /// LRP-ε: LRP-0 with `z_j + ε·sign(z_j)` as denominator.
+    /// LRP-ε ([`Epsilon`]).
     Epsilon,
-    /// LRP-γ: `q_ij = a_i (w_ij + γ w⁺_ij)`, bias `b + γ b⁺`.
+    /// LRP-γ ([`Gamma`]).
     Gamma,
-    /// z⁺: `q_ij = a⁺_i w⁺_ij + a⁻_i w⁻_ij`, no bias.
+    /// z⁺ ([`ZPlus`]).
     ZPlus,
-    /// αβ: `α R⁺ − β R⁻`, the positive part `a⁺w⁺ + a⁻w⁻ (+ b⁺)`, the negative
-    /// part `a⁺w⁻ + a⁻w⁺ (+ b⁻)`, each normalised by its own sum.
+    /// αβ ([`AlphaBeta`]).
     AlphaBeta { alpha: f64, beta: f64 },
-    /// Flat: `q_ij = 1` for every connection (ignores weights and inputs).
+    /// Flat ([`Flat`]).
     Flat,
-    /// w²: `q_ij = w_ij²` (ignores inputs).
+    /// w² ([`WSquare`]).
     WSquare,
-    /// z^B for bounded inputs `l ≤ x ≤ h`: `q_ij = x_i w_ij − l_i w⁺_ij − h_i w⁻_ij`.
+    /// z^B ([`ZBox`]).
     ZBox,
 }
 
@@ -60,6 +100,20 @@ impl LrpRule {
             LrpRule::Flat => "lrp_flat",
             LrpRule::WSquare => "lrp_wsquare",
             LrpRule::ZBox => "lrp_zbox",
+        }
+    }
+
+    /// A short symbol for listings: LRP-0, ε, γ, z⁺, αβ(2,1), flat, w², z^B.
+    pub fn symbol(&self) -> String {
+        match self {
+            LrpRule::Zero => "LRP-0".into(),
+            LrpRule::Epsilon => "ε".into(),
+            LrpRule::Gamma => "γ".into(),
+            LrpRule::ZPlus => "z⁺".into(),
+            LrpRule::AlphaBeta { alpha, beta } => format!("αβ({alpha},{beta})"),
+            LrpRule::Flat => "flat".into(),
+            LrpRule::WSquare => "w²".into(),
+            LrpRule::ZBox => "z^B".into(),
         }
     }
 }
@@ -80,9 +134,10 @@ fn stabilize(z: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// The surrogate for one normalised group of terms:
-/// `Σ_t sign_t · affine(hook_t(a), w_t) / z` where the hook scales the gradient by
-/// `m_t`, so the input's gradient is `Σ_t sign_t m_t ⊙ w_tᵀ(R / z)`.
-fn group(node: &Node, a: &Tensor, terms: &[Term], eps: f64, coef: f64) -> Result<Tensor> {
+/// `Σ_t sign_t · affine(hook_t(a), w_t) · coef · mask / z` where the hook scales the
+/// gradient by `m_t`, so the input's gradient is `Σ_t sign_t m_t ⊙ w_tᵀ(coef·mask·R / z)`;
+/// `mask` (0/1 per output) restricts the group to some outputs.
+fn group(node: &Node, a: &Tensor, terms: &[Term], eps: f64, coef: f64, mask: Option<&Tensor>) -> Result<Tensor> {
     let mut z: Option<Tensor> = None;
     let mut s: Option<Tensor> = None;
     for t in terms {
@@ -103,7 +158,10 @@ fn group(node: &Node, a: &Tensor, terms: &[Term], eps: f64, coef: f64) -> Result
         (Some(z), Some(s)) => (z, s),
         _ => return Err(Error::msg("internal: an LRP group has no terms")),
     };
-    let inv = (stabilize(&z.detach(), eps)?.recip()? * coef)?;
+    let mut inv = (stabilize(&z.detach(), eps)?.recip()? * coef)?;
+    if let Some(m) = mask {
+        inv = (inv * m)?;
+    }
     Ok((s * inv)?)
 }
 
@@ -140,36 +198,58 @@ pub struct LrpSettings {
     pub epsilon: f64,
     /// γ of LRP-γ.
     pub gamma: f64,
+    /// The stabiliser of every rule but ε, and of the Norm rule on pools and sums.
+    pub stabilizer: f64,
     /// The z^B bounds.
     pub low: Bound,
     pub high: Bound,
+    /// Zennit's or the classic form of z⁺, γ and w².
+    pub conventions: Conventions,
 }
 
 impl Default for LrpSettings {
     fn default() -> Self {
-        LrpSettings { epsilon: DEFAULT_EPSILON, gamma: DEFAULT_GAMMA, low: Bound::uniform(0.0), high: Bound::uniform(1.0) }
+        LrpSettings {
+            epsilon: DEFAULT_EPSILON,
+            gamma: DEFAULT_GAMMA,
+            stabilizer: DEFAULT_STABILIZER,
+            low: Bound::uniform(0.0),
+            high: Bound::uniform(1.0),
+            conventions: Conventions::default(),
+        }
     }
 }
 
 impl LrpSettings {
-    /// Uniform bounds `low..high`.
+    /// Uniform bounds `low..high`, the default stabiliser and Zennit's conventions.
     pub fn new(epsilon: f64, gamma: f64, low: f64, high: f64) -> Self {
-        LrpSettings { epsilon, gamma, low: Bound::uniform(low), high: Bound::uniform(high) }
+        LrpSettings { epsilon, gamma, low: Bound::uniform(low), high: Bound::uniform(high), ..Default::default() }
+    }
+
+    pub fn with_conventions(mut self, c: Conventions) -> Self {
+        self.conventions = c;
+        self
+    }
+
+    pub fn with_stabilizer(mut self, s: f64) -> Self {
+        self.stabilizer = s;
+        self
     }
 }
 
 impl LrpRule {
     /// The rule with its numbers from `s`.
     pub fn rule(&self, s: &LrpSettings) -> Arc<dyn Rule> {
+        let (st, c) = (s.stabilizer, s.conventions);
         match *self {
             LrpRule::Zero => Arc::new(Zero),
             LrpRule::Epsilon => Arc::new(Epsilon { epsilon: s.epsilon }),
-            LrpRule::Gamma => Arc::new(Gamma { gamma: s.gamma }),
-            LrpRule::ZPlus => Arc::new(ZPlus),
-            LrpRule::AlphaBeta { alpha, beta } => Arc::new(AlphaBeta { alpha, beta }),
-            LrpRule::Flat => Arc::new(Flat),
-            LrpRule::WSquare => Arc::new(WSquare),
-            LrpRule::ZBox => Arc::new(ZBox { low: s.low.clone(), high: s.high.clone() }),
+            LrpRule::Gamma => Arc::new(Gamma { gamma: s.gamma, sign_aware: c.gamma_sign_aware, stabilizer: st }),
+            LrpRule::ZPlus => Arc::new(ZPlus { bias: c.zplus_bias, stabilizer: st }),
+            LrpRule::AlphaBeta { alpha, beta } => Arc::new(AlphaBeta { alpha, beta, stabilizer: st }),
+            LrpRule::Flat => Arc::new(Flat { stabilizer: st }),
+            LrpRule::WSquare => Arc::new(WSquare { bias: c.wsquare_bias, stabilizer: st }),
+            LrpRule::ZBox => Arc::new(ZBox { low: s.low.clone(), high: s.high.clone(), stabilizer: st }),
         }
     }
 }
@@ -228,57 +308,107 @@ macro_rules! lrp_rule {
     };
 }
 
-/// LRP-0: `q_ij = a_i w_ij` (bias in the denominator).
+/// LRP-0 (Bach et al. 2015): `R_i = Σ_j a_i w_ij R_j / z_j`, `z_j = Σ_i a_i w_ij + b_j`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Zero;
-/// LRP-ε: LRP-0 with `z_j + ε·sign(z_j)` as denominator.
+/// LRP-ε (Bach et al. 2015): `R_i = Σ_j a_i w_ij R_j / (z_j + ε·sign(z_j))`,
+/// `z_j = Σ_i a_i w_ij + b_j`, `sign(0) = 1`. Zennit's `Epsilon` (ε = 1e-6).
 #[derive(Debug, Clone, Copy)]
 pub struct Epsilon {
     pub epsilon: f64,
 }
-/// LRP-γ: `q_ij = a_i (w_ij + γ w⁺_ij)`, bias `b + γ b⁺`.
+/// LRP-γ. Sign-aware (Zennit's generalised `Gamma`, Andéol et al. 2021; the default):
+/// for `z_j > 0`, `q_ij = a⁺_i (w_ij + γw⁺_ij) + a⁻_i (w_ij + γw⁻_ij)` with bias
+/// `b_j + γb⁺_j`; for `z_j < 0`, `q_ij = a⁺_i (w_ij + γw⁻_ij) + a⁻_i (w_ij + γw⁺_ij)` with
+/// bias `b_j + γb⁻_j`; `z_j = 0` passes nothing; `R_i = Σ_j q_ij R_j / (Σ_i q_ij + bias
+/// ± s)`. Classic (`sign_aware = false`, Montavon et al. 2019 eq. 4): `q_ij = a_i (w_ij +
+/// γw⁺_ij)`, bias `b_j + γb⁺_j`, for every output. The two agree where `a ≥ 0, z > 0`.
 #[derive(Debug, Clone, Copy)]
 pub struct Gamma {
     pub gamma: f64,
+    pub sign_aware: bool,
+    pub stabilizer: f64,
 }
-/// z⁺: `q_ij = a⁺_i w⁺_ij + a⁻_i w⁻_ij`, no bias.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ZPlus;
-/// αβ: `α R⁺ − β R⁻` (see [`LrpRule::AlphaBeta`]).
+/// z⁺: `q_ij = a⁺_i w⁺_ij + a⁻_i w⁻_ij`, `R_i = Σ_j q_ij R_j / (Σ_i q_ij + b⁺_j ± s)`
+/// (Zennit's `ZPlus`, αβ with α = 1, β = 0; the default). `bias = false` drops `b⁺_j`
+/// (the z⁺ rule of Montavon et al. 2017 / 2019).
+#[derive(Debug, Clone, Copy)]
+pub struct ZPlus {
+    pub bias: bool,
+    pub stabilizer: f64,
+}
+/// αβ (Bach et al. 2015): `R_i = Σ_j (α q⁺_ij / (Σ_i q⁺_ij + b⁺_j ± s) − β q⁻_ij /
+/// (Σ_i q⁻_ij + b⁻_j ± s)) R_j` with `q⁺ = a⁺w⁺ + a⁻w⁻` and `q⁻ = a⁺w⁻ + a⁻w⁺`
+/// (Zennit's `AlphaBeta`; Montavon et al. 2019 eq. 5 for `a ≥ 0`).
 #[derive(Debug, Clone, Copy)]
 pub struct AlphaBeta {
     pub alpha: f64,
     pub beta: f64,
+    pub stabilizer: f64,
 }
-/// Flat: `q_ij = 1` for every connection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Flat;
-/// w²: `q_ij = w_ij²`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WSquare;
-/// z^B for bounded inputs `l ≤ x ≤ h`: `q_ij = x_i w_ij − l_i w⁺_ij − h_i w⁻_ij`.
+/// Flat (Lapuschkin et al. 2019): `q_ij = 1` for every connection (zero padding
+/// excluded), `R_i = Σ_j R_j / (Σ_i 1 + s)`; no bias (Zennit's `Flat`).
+#[derive(Debug, Clone, Copy)]
+pub struct Flat {
+    pub stabilizer: f64,
+}
+/// w² (Montavon et al. 2017): `q_ij = w_ij²`, `R_i = Σ_j q_ij R_j / (Σ_i w_ij² + b_j² + s)`
+/// (Zennit's `WSquare` squares the bias too; the default). `bias = false` drops `b_j²`
+/// (the paper's form).
+#[derive(Debug, Clone, Copy)]
+pub struct WSquare {
+    pub bias: bool,
+    pub stabilizer: f64,
+}
+/// z^B for bounded inputs `l ≤ x ≤ h` (Montavon et al. 2017): `q_ij = x_i w_ij − l_i
+/// w⁺_ij − h_i w⁻_ij`, `R_i = Σ_j q_ij R_j / (Σ_i q_ij ± s)`. Zennit's `ZBox` adds `b`,
+/// `−b⁺` and `−b⁻` to the three terms, which cancel: the same rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZBox {
     pub low: Bound,
     pub high: Bound,
+    pub stabilizer: f64,
 }
 
-lrp_rule!(Zero, "lrp_0", |_r, node, p| { group(node, p.a, &[term(p.ad.clone(), p.w.clone(), p.b.cloned(), 1.0)], 0.0, 1.0)? });
+/// `w + γ f(w)` for a parameter, `f` its positive or negative part.
+fn gamma_mod(p: &Tensor, g: f64, f: fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    Ok((p + (f(p)? * g)?)?)
+}
+
+/// 0/1 per output where `z > 0` (`up`) or `z < 0`.
+fn sign_mask(z: &Tensor, up: bool) -> Result<Tensor> {
+    let m = if up { z.gt(0f32)? } else { z.lt(0f32)? };
+    Ok(m.to_dtype(z.dtype())?)
+}
+
+lrp_rule!(Zero, "lrp_0", |_r, node, p| {
+    group(node, p.a, &[term(p.ad.clone(), p.w.clone(), p.b.cloned(), 1.0)], 0.0, 1.0, None)?
+});
 lrp_rule!(Epsilon, "lrp_epsilon", |r, node, p| {
-    group(node, p.a, &[term(p.ad.clone(), p.w.clone(), p.b.cloned(), 1.0)], r.epsilon, 1.0)?
+    group(node, p.a, &[term(p.ad.clone(), p.w.clone(), p.b.cloned(), 1.0)], r.epsilon, 1.0, None)?
 });
 lrp_rule!(Gamma, "lrp_gamma", |r, node, p| {
-    let g = r.gamma;
-    let wg = (p.w + (pos(p.w)? * g)?)?;
-    let bg = match p.b {
-        Some(b) => Some((b + (pos(b)? * g)?)?),
-        None => None,
+    let (g, st) = (r.gamma, r.stabilizer);
+    let bmod = |f: fn(&Tensor) -> Result<Tensor>| -> Result<Option<Tensor>> {
+        p.b.map(|b| gamma_mod(b, g, f)).transpose()
     };
-    group(node, p.a, &[term(p.ad.clone(), wg, bg, 1.0)], 0.0, 1.0)?
+    let wp = gamma_mod(p.w, g, pos)?;
+    if !r.sign_aware {
+        group(node, p.a, &[term(p.ad.clone(), wp, bmod(pos)?, 1.0)], st, 1.0, None)?
+    } else {
+        let wn = gamma_mod(p.w, g, neg)?;
+        let (ap, an) = (pos(&p.ad)?, neg(&p.ad)?);
+        let zd = p.z.detach();
+        let up = [term(ap.clone(), wp.clone(), bmod(pos)?, 1.0), term(an.clone(), wn.clone(), None, 1.0)];
+        let down = [term(ap, wn, bmod(neg)?, 1.0), term(an, wp, None, 1.0)];
+        let s_up = group(node, p.a, &up, st, 1.0, Some(&sign_mask(&zd, true)?))?;
+        (s_up + group(node, p.a, &down, st, 1.0, Some(&sign_mask(&zd, false)?))?)?
+    }
 });
-lrp_rule!(ZPlus, "lrp_zplus", |_r, node, p| {
-    let terms = [term(pos(&p.ad)?, pos(p.w)?, None, 1.0), term(neg(&p.ad)?, neg(p.w)?, None, 1.0)];
-    group(node, p.a, &terms, 0.0, 1.0)?
+lrp_rule!(ZPlus, "lrp_zplus", |r, node, p| {
+    let bp = if r.bias { p.b.map(pos).transpose()? } else { None };
+    let terms = [term(pos(&p.ad)?, pos(p.w)?, bp, 1.0), term(neg(&p.ad)?, neg(p.w)?, None, 1.0)];
+    group(node, p.a, &terms, r.stabilizer, 1.0, None)?
 });
 lrp_rule!(AlphaBeta, LrpRule::AlphaBeta { alpha: r.alpha, beta: r.beta }.label(), |r, node, p| {
     let (bp, bn) = match p.b {
@@ -286,23 +416,24 @@ lrp_rule!(AlphaBeta, LrpRule::AlphaBeta { alpha: r.alpha, beta: r.beta }.label()
         None => (None, None),
     };
     let ps = [term(pos(&p.ad)?, pos(p.w)?, bp, 1.0), term(neg(&p.ad)?, neg(p.w)?, None, 1.0)];
-    let mut s = group(node, p.a, &ps, 0.0, r.alpha)?;
+    let mut s = group(node, p.a, &ps, r.stabilizer, r.alpha, None)?;
     if r.beta != 0.0 {
         let q = [term(pos(&p.ad)?, neg(p.w)?, bn, 1.0), term(neg(&p.ad)?, pos(p.w)?, None, 1.0)];
-        s = (s + group(node, p.a, &q, 0.0, -r.beta)?)?;
+        s = (s + group(node, p.a, &q, r.stabilizer, -r.beta, None)?)?;
     }
     s
 });
-lrp_rule!(Flat, "lrp_flat", |_r, node, p| {
-    group(node, p.a, &[term(p.ad.ones_like()?, p.w.ones_like()?, None, 1.0)], 0.0, 1.0)?
+lrp_rule!(Flat, "lrp_flat", |r, node, p| {
+    group(node, p.a, &[term(p.ad.ones_like()?, p.w.ones_like()?, None, 1.0)], r.stabilizer, 1.0, None)?
 });
-lrp_rule!(WSquare, "lrp_wsquare", |_r, node, p| {
-    group(node, p.a, &[term(p.ad.ones_like()?, p.w.sqr()?, None, 1.0)], 0.0, 1.0)?
+lrp_rule!(WSquare, "lrp_wsquare", |r, node, p| {
+    let b2 = if r.bias { p.b.map(|b| b.sqr()).transpose()? } else { None };
+    group(node, p.a, &[term(p.ad.ones_like()?, p.w.sqr()?, b2, 1.0)], r.stabilizer, 1.0, None)?
 });
 lrp_rule!(ZBox, "lrp_zbox", |r, node, p| {
     let (l, h) = (r.low.like(&p.ad)?, r.high.like(&p.ad)?);
     let terms = [term(p.ad.clone(), p.w.clone(), None, 1.0), term(l, pos(p.w)?, None, -1.0), term(h, neg(p.w)?, None, -1.0)];
-    group(node, p.a, &terms, 0.0, 1.0)?
+    group(node, p.a, &terms, r.stabilizer, 1.0, None)?
 });
 
 /// Relevance passes through element-wise activations unchanged (gradient 1).
@@ -319,9 +450,10 @@ impl Rule for Pass {
     }
 }
 
-/// LRP-ε on parameter-free linear maps (average pools, batch norm, residual sums):
-/// `R_i = a_i ∂z_j/∂a_i · R_j / (z_j + ε)`, i.e. relevance split in proportion to
-/// each input's share of the (bias-free) sum.
+/// Zennit's Norm rule on parameter-free linear maps (average pools, batch norm,
+/// residual sums): `R_i = Σ_j a_i ∂z_j/∂a_i · R_j / (z_j + s·sign(z_j))`, i.e.
+/// relevance split in proportion to each input's share of the (bias-free) sum, with
+/// the stabiliser `s` (in the field `epsilon`).
 #[derive(Debug, Clone, Copy)]
 pub struct Proportional {
     pub epsilon: f64,
@@ -387,7 +519,7 @@ impl LrpComposite {
             .with_arc(Matcher::Linear, self.dense.rule(s))
             .with(Matcher::Activation, Pass)
             .with(Matcher::Types(MAX_POOLS.to_vec()), MaxRoute::winner())
-            .with(Matcher::Types(LINEAR_OPS.to_vec()), Proportional { epsilon: s.epsilon })
+            .with(Matcher::Types(LINEAR_OPS.to_vec()), Proportional { epsilon: s.stabilizer })
     }
 }
 
@@ -407,33 +539,50 @@ pub struct LrpPreset {
     pub composite: LrpComposite,
 }
 
-/// Writes the preset table and registers each preset as a composite of this pack.
+/// Writes the preset table and registers each preset as a composite of this pack;
+/// the listed summary starts with the layer mapping (`first … · conv … · dense …`),
+/// whose symbols a unit test checks against the rules.
 macro_rules! presets {
-    ($(($name:literal, $summary:literal, $first:expr, $conv:expr, $dense:expr)),* $(,)?) => {
+    ($(($name:literal, $summary:literal, [$fs:literal, $cs:literal, $ds:literal], $first:expr, $conv:expr, $dense:expr)),* $(,)?) => {
         /// The LRP presets, in `lumen list` order.
         pub const PRESETS: &[LrpPreset] = &[
-            $(LrpPreset { name: $name, summary: $summary, composite: LrpComposite { first: $first, conv: $conv, dense: $dense } }),*
+            $(LrpPreset {
+                name: $name,
+                summary: concat!("first ", $fs, " · conv ", $cs, " · dense ", $ds, ": ", $summary),
+                composite: LrpComposite { first: $first, conv: $conv, dense: $dense },
+            }),*
         ];
-        $(lumen_core::submit_composite!($name, $summary, |s| {
+        $(lumen_core::submit_composite!($name, concat!("first ", $fs, " · conv ", $cs, " · dense ", $ds, ": ", $summary), |s| {
             let s = settings::<LrpSettings>($name, s)?;
             Ok(LrpComposite { first: $first, conv: $conv, dense: $dense }.build($name, &s))
         });)*
     };
 }
 
+// Zennit's layer map (composites.py, `layer_map_base`): activations pass, sums and
+// average pools (global ones too) take Norm, max pools keep their gradient (the
+// winner), every conv takes the conv rule (also a 1×1 class-kernel conv that feeds a
+// global pool: Zennit has no special case for it), and the first-layer rule goes to
+// the first conv/linear layer in forward order. lumen's one deviation: the
+// flat-first composites match any first layer (Zennit's `Linear` type), the z^B-first
+// one only a conv there (Zennit's `Convolution`); lumen gives z^B to a first linear
+// layer too, since z^B is defined for any bounded input. Batch norm takes Norm here;
+// Zennit has no rule for it (its canonizer folds it into the layer before).
 presets! {
-    ("lrp_zero", "LRP-0 on every conv/linear layer (equals gradient × input on ReLU nets)", None, LrpRule::Zero, LrpRule::Zero),
-    ("lrp_epsilon", "LRP-ε on every conv/linear layer", None, LrpRule::Epsilon, LrpRule::Epsilon),
-    ("lrp_gamma", "LRP-γ on every conv/linear layer", None, LrpRule::Gamma, LrpRule::Gamma),
-    ("lrp_zplus", "z⁺ on every conv/linear layer", None, LrpRule::ZPlus, LrpRule::ZPlus),
-    ("lrp_alpha1beta0", "αβ with α=1, β=0 on every conv/linear layer", None, AB10, AB10),
-    ("lrp_alpha2beta1", "αβ with α=2, β=1 on every conv/linear layer", None, AB21, AB21),
-    ("lrp_flat", "flat on every conv/linear layer", None, LrpRule::Flat, LrpRule::Flat),
-    ("lrp_composite_epsilon_plus", "z⁺ on convs, ε on dense layers", None, LrpRule::ZPlus, LrpRule::Epsilon),
-    ("lrp_composite_epsilon_plus_flat", "flat on the first layer, z⁺ on convs, ε on dense layers", Some(LrpRule::Flat), LrpRule::ZPlus, LrpRule::Epsilon),
-    ("lrp_composite_epsilon_gamma_box", "z^B on the first layer, γ on convs, ε on dense layers", Some(LrpRule::ZBox), LrpRule::Gamma, LrpRule::Epsilon),
-    ("lrp_composite_epsilon_alpha2beta1", "αβ (2, 1) on convs, ε on dense layers", None, AB21, LrpRule::Epsilon),
-    ("lrp_composite_epsilon_alpha2beta1_flat", "flat on the first layer, αβ (2, 1) on convs, ε on dense layers", Some(LrpRule::Flat), AB21, LrpRule::Epsilon),
+    ("lrp_zero", "LRP-0 on every conv/linear layer (equals gradient × input on ReLU nets)", ["LRP-0", "LRP-0", "LRP-0"], None, LrpRule::Zero, LrpRule::Zero),
+    ("lrp_epsilon", "LRP-ε on every conv/linear layer (Zennit Epsilon)", ["ε", "ε", "ε"], None, LrpRule::Epsilon, LrpRule::Epsilon),
+    ("lrp_gamma", "LRP-γ on every conv/linear layer (Zennit Gamma)", ["γ", "γ", "γ"], None, LrpRule::Gamma, LrpRule::Gamma),
+    ("lrp_zplus", "z⁺ on every conv/linear layer (Zennit ZPlus)", ["z⁺", "z⁺", "z⁺"], None, LrpRule::ZPlus, LrpRule::ZPlus),
+    ("lrp_alpha1beta0", "αβ with α=1, β=0 on every conv/linear layer", ["αβ(1,0)", "αβ(1,0)", "αβ(1,0)"], None, AB10, AB10),
+    ("lrp_alpha2beta1", "αβ with α=2, β=1 on every conv/linear layer (Zennit AlphaBeta)", ["αβ(2,1)", "αβ(2,1)", "αβ(2,1)"], None, AB21, AB21),
+    ("lrp_flat", "flat on every conv/linear layer (Zennit Flat)", ["flat", "flat", "flat"], None, LrpRule::Flat, LrpRule::Flat),
+    ("lrp_wsquare", "w² on every conv/linear layer (Zennit WSquare)", ["w²", "w²", "w²"], None, LrpRule::WSquare, LrpRule::WSquare),
+    ("lrp_zbox", "z^B on every conv/linear layer (Zennit ZBox)", ["z^B", "z^B", "z^B"], None, LrpRule::ZBox, LrpRule::ZBox),
+    ("lrp_composite_epsilon_plus", "Zennit EpsilonPlus", ["z⁺", "z⁺", "ε"], None, LrpRule::ZPlus, LrpRule::Epsilon),
+    ("lrp_composite_epsilon_plus_flat", "Zennit EpsilonPlusFlat", ["flat", "z⁺", "ε"], Some(LrpRule::Flat), LrpRule::ZPlus, LrpRule::Epsilon),
+    ("lrp_composite_epsilon_gamma_box", "Zennit EpsilonGammaBox", ["z^B", "γ", "ε"], Some(LrpRule::ZBox), LrpRule::Gamma, LrpRule::Epsilon),
+    ("lrp_composite_epsilon_alpha2beta1", "Zennit EpsilonAlpha2Beta1", ["αβ(2,1)", "αβ(2,1)", "ε"], None, AB21, LrpRule::Epsilon),
+    ("lrp_composite_epsilon_alpha2beta1_flat", "Zennit EpsilonAlpha2Beta1Flat", ["flat", "αβ(2,1)", "ε"], Some(LrpRule::Flat), AB21, LrpRule::Epsilon),
 }
 
 /// The LRP preset called `name`, or an error listing them.
@@ -443,4 +592,28 @@ pub fn preset(name: &str) -> Result<&'static LrpPreset> {
         name: name.to_string(),
         known: PRESETS.iter().map(|p| p.name.to_string()).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mapping each listed summary starts with is the preset's own rules.
+    #[test]
+    fn preset_summaries_name_their_rules() {
+        for p in PRESETS {
+            let c = p.composite;
+            let first = c.first.unwrap_or(c.conv);
+            let want = format!("first {} · conv {} · dense {}: ", first.symbol(), c.conv.symbol(), c.dense.symbol());
+            assert!(p.summary.starts_with(&want), "{}: '{}' does not start with '{want}'", p.name, p.summary);
+        }
+    }
+
+    #[test]
+    fn conventions_default_to_zennit() {
+        let s = LrpSettings::default();
+        assert_eq!(s.conventions, Conventions::ZENNIT);
+        assert_eq!(s.stabilizer, 1e-6);
+        assert!(Conventions::CLASSIC.zplus_bias == false && !Conventions::CLASSIC.gamma_sign_aware && !Conventions::CLASSIC.wsquare_bias);
+    }
 }
