@@ -13,7 +13,6 @@ See bench/captum/README.md. Not run in CI.
 """
 
 import argparse
-import gzip
 import json
 import os
 import statistics
@@ -21,12 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-MNIST = REPO / "core" / "data" / "mnist_5k.csv.gz"
-TRAIN_PER_CLASS = 400
+sys.path.insert(0, str(REPO / "tools" / "py"))
+import lumen_torch  # noqa: E402
+from lumen_torch import load_card, mnist_test  # noqa: E402
 
 # lumen's defaults that the Captum calls must match (see `lumen list`).
 IG_STEPS = 50
@@ -79,24 +78,6 @@ def lumen_params(workload, batch):
 # ---------------------------------------------------------------- data and model
 
 
-def mnist_test():
-    """The MNIST-5k test split as lumen orders it: [(pixels in [0, 1], label)]."""
-    rows = []
-    with gzip.open(MNIST, "rt") as f:
-        for line in f:
-            if line.strip():
-                v = [int(t) for t in line.split(",")]
-                rows.append((v[:784], v[784]))
-    seen = [0] * 10
-    test = []
-    for i, (_, label) in enumerate(rows):
-        if seen[label] >= TRAIN_PER_CLASS:
-            test.append(i)
-        seen[label] += 1
-    test.sort(key=lambda i: (rows[i][1], i))
-    return [([p / 255.0 for p in rows[i][0]], rows[i][1]) for i in test]
-
-
 def input_indices(batch, n):
     """lumen_eval::bench::input_indices: spread over the split, then repeated."""
     if batch <= n:
@@ -113,53 +94,8 @@ def bench_inputs(batch):
     return x.reshape(batch, 1, 28, 28)
 
 
-def load_card(path):
-    with open(path, "rb") as f:
-        return tomllib.load(f)
-
-
 def build_model(card_path):
-    """The card's layers as a PyTorch module with the same parameter names."""
-    import torch
-    from safetensors.torch import load_file
-
-    card = load_card(card_path)
-    if card.get("normalization"):
-        raise SystemExit("harness: cards with input normalisation are not supported")
-
-    class CardNet(torch.nn.Module):
-        def __init__(self, layers):
-            super().__init__()
-            self.order = []
-            for spec in layers:
-                kind, name = spec["kind"], spec["name"]
-                if kind == "conv2d":
-                    m = torch.nn.Conv2d(spec["in_channels"], spec["out_channels"], spec["kernel"],
-                                        stride=spec.get("stride", 1), padding=spec.get("padding", 0),
-                                        bias=spec.get("bias", True))
-                elif kind == "linear":
-                    m = torch.nn.Linear(spec["in_features"], spec["out_features"], bias=spec.get("bias", True))
-                elif kind == "relu":
-                    m = torch.nn.ReLU()
-                elif kind == "max_pool2d":
-                    m = torch.nn.MaxPool2d(spec["kernel"], stride=spec.get("stride", spec["kernel"]))
-                elif kind == "flatten":
-                    m = None  # functional, so Captum's LRP sees only layers it has rules for
-                else:
-                    raise SystemExit(f"harness: layer kind '{kind}' is not supported")
-                if m is not None:
-                    self.add_module(name, m)
-                self.order.append((name, kind))
-
-        def forward(self, x):
-            for name, kind in self.order:
-                x = x.flatten(1) if kind == "flatten" else getattr(self, name)(x)
-            return x
-
-    net = CardNet(card["layers"])
-    weights = load_file(str(Path(card_path).parent / card["weights"]))
-    net.load_state_dict(weights, strict=True)
-    return net.eval()
+    return lumen_torch.build_model(card_path, "harness")
 
 
 # ---------------------------------------------------------------- memory

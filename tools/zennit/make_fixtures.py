@@ -12,13 +12,12 @@ Needs torch, zennit (0.5.x) and safetensors.
 """
 
 import argparse
-import gzip
-import tomllib
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from zennit.attribution import Gradient
 from zennit.composites import (EpsilonAlpha2Beta1, EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlus,
                                EpsilonPlusFlat, LayerMapComposite, layer_map_base)
@@ -26,69 +25,19 @@ from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
 from zennit.types import Linear as ParamLayer
 
 REPO = Path(__file__).resolve().parents[2]
-MNIST = REPO / "core" / "data" / "mnist_5k.csv.gz"
-PER_CLASS_TRAIN = 400  # lumen's mnist-5k split: the first 400 of each class train
+sys.path.insert(0, str(REPO / "tools" / "py"))
+import lumen_torch  # noqa: E402
 DIGITS = [0, 250, 437, 618, 918]  # indices into the test split: a 0, 2, 4, 6 and 9
 MODELS = ["mnist-cnn", "mnist-allcnn"]
 
 
 def test_split():
-    """The test split in lumen's order (by label, then file order), pixels in [0, 1]."""
-    with gzip.open(MNIST, "rt") as f:
-        rows = [[int(t) for t in line.split(",")] for line in f if line.strip()]
-    seen, test = [0] * 10, []
-    for i, r in enumerate(rows):
-        if seen[r[784]] >= PER_CLASS_TRAIN:
-            test.append(i)
-        seen[r[784]] += 1
-    test.sort(key=lambda i: (rows[i][784], i))
-    return [[p / 255.0 for p in rows[i][:784]] for i in test]
-
-
-class CardNet(torch.nn.Module):
-    """A model card's layer list as modules named like the card, so the weights load
-    by name and Zennit sees each layer as a module of its own type."""
-
-    def __init__(self, layers):
-        super().__init__()
-        self.order = []
-        for spec in layers:
-            kind, name = spec["kind"], spec["name"]
-            if kind == "conv2d":
-                m = torch.nn.Conv2d(spec["in_channels"], spec["out_channels"], spec["kernel"],
-                                    stride=spec.get("stride", 1), padding=spec.get("padding", 0),
-                                    bias=spec.get("bias", True))
-            elif kind == "linear":
-                m = torch.nn.Linear(spec["in_features"], spec["out_features"], bias=spec.get("bias", True))
-            elif kind == "relu":
-                m = torch.nn.ReLU()
-            elif kind == "max_pool2d":
-                m = torch.nn.MaxPool2d(spec["kernel"], stride=spec.get("stride", spec["kernel"]))
-            elif kind == "global_avg_pool":
-                m = torch.nn.AdaptiveAvgPool2d(1)  # a Zennit AvgPool: the Norm rule
-            elif kind == "flatten":
-                m = None
-            else:
-                raise SystemExit(f"make_fixtures: layer kind '{kind}' is not supported")
-            if m is not None:
-                self.add_module(name, m)
-            self.order.append((name, kind))
-
-    def forward(self, x):
-        for name, kind in self.order:
-            x = x.flatten(1) if kind == "flatten" else getattr(self, name)(x)
-        return x.flatten(1)
+    """The test split in lumen's order, pixels in [0, 1]."""
+    return [pixels for pixels, _ in lumen_torch.mnist_test()]
 
 
 def load_model(name):
-    card_path = REPO / "models" / "weights" / f"{name}.toml"
-    with open(card_path, "rb") as f:
-        card = tomllib.load(f)
-    if card.get("normalization"):
-        raise SystemExit("make_fixtures: cards with input normalisation are not supported")
-    net = CardNet(card["layers"])
-    net.load_state_dict(load_file(str(card_path.parent / card["weights"])), strict=True)
-    return net.eval()
+    return lumen_torch.build_model(REPO / "models" / "weights" / f"{name}.toml", "make_fixtures")
 
 
 def single(rule):
