@@ -524,6 +524,7 @@ fn standard_packs_load_as_plugin_files_into_a_bare_host() {
         "lumen_cdeepex",
         "lumen_clear",
         "lumen_std_metrics",
+        "lumen_std_shapley",
     ]
     .iter()
     .map(|c| built(profile_dir().join("deps").join(lib_name(c))))
@@ -544,6 +545,7 @@ fn standard_packs_load_as_plugin_files_into_a_bare_host() {
         "lumen-cdeepex",
         "lumen-clear",
         "lumen-std-metrics",
+        "lumen-std-shapley",
     ] {
         // Packs that embed another pack (std-relevance links lumen-models) report it
         // as already loaded; one file must have registered it.
@@ -554,7 +556,7 @@ fn standard_packs_load_as_plugin_files_into_a_bare_host() {
         l[kind.len() + 1..].split(',').map(str::to_string).collect()
     };
     let methods = list("methods");
-    for m in ["saliency", "integrated_gradients", "smoothgrad", "guided_backprop", "deeplift", "lrp", "pda", "cdeepex", "xgems", "clear"] {
+    for m in ["saliency", "integrated_gradients", "smoothgrad", "guided_backprop", "deeplift", "lrp", "pda", "cdeepex", "xgems", "clear", "kernel_shap", "shapley_sampling"] {
         assert!(methods.iter().any(|x| x == m), "{m} missing: {methods:?}");
     }
     assert!(list("models").iter().any(|x| x == "mnist-cnn"));

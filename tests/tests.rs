@@ -18,6 +18,7 @@ mod pda;
 mod script;
 mod relevance;
 mod zennit;
+mod shapley;
 mod plugins;
 mod loader;
 mod registry;

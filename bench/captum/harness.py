@@ -37,6 +37,10 @@ OCC_WINDOW = 4
 OCC_STRIDE = 1
 OCC_ROWS = 256  # occlusion.batch_size: occluded images per forward pass
 LRP_EPS = 1e-6  # lrp.epsilon
+# Perturbation methods (opt-in workloads): grid7 mask, 16 features of 7×7 pixels.
+GRID_CELL = 7
+SVS_SAMPLES = 25  # shapley_sampling.samples: permutations per example
+PERTURB_ROWS = 256  # perturbed images per forward pass, as occlusion (assumed lumen default)
 
 # Workload -> (lumen method, what is matched). Order of the table.
 WORKLOADS = [
@@ -51,6 +55,14 @@ WORKLOADS = [
     ("occlusion", "occlusion", f"{OCC_WINDOW}×{OCC_WINDOW}, stride {OCC_STRIDE}, baseline 0, ~{OCC_ROWS} rows/pass"),
     ("lrp_eps", "lrp", f"ε = {LRP_EPS:g} on every layer, whole batch in one pass"),
 ]
+# Workloads run only when --workloads names them (the default table leaves them out).
+OPT_IN_WORKLOADS = [
+    ("feature_ablation", "feature_ablation", f"grid {GRID_CELL}×{GRID_CELL} (16 features), baseline 0, "
+                                             f"~{PERTURB_ROWS} rows/pass"),
+    ("shapley_sampling", "shapley_sampling", f"grid {GRID_CELL}×{GRID_CELL}, {SVS_SAMPLES} permutations, "
+                                             f"not antithetic, baseline 0, ~{PERTURB_ROWS} rows/pass"),
+]
+ALL_WORKLOADS = WORKLOADS + OPT_IN_WORKLOADS
 LABELS = {
     "forward": "forward",
     "saliency": "saliency",
@@ -62,16 +74,23 @@ LABELS = {
     "deconvnet": "Deconvnet",
     "occlusion": "occlusion 4×4, stride 1",
     "lrp_eps": "LRP-ε",
+    "feature_ablation": "feature ablation, grid 7",
+    "shapley_sampling": f"Shapley sampling, n = {SVS_SAMPLES}",
 }
 
 
 def lumen_params(workload, batch):
     """`lumen bench --param` pairs that make lumen do what the Captum call does."""
-    method = dict((w, m) for w, m, _ in WORKLOADS)[workload]
+    method = dict((w, m) for w, m, _ in ALL_WORKLOADS)[workload]
     # Captum's DeepLift and LRP take the whole batch in one pass; lumen's default
     # chunks of 32 would be a different workload.
     if workload in ("deeplift", "lrp_eps"):
         return [f"{method}.batch_size={batch}"]
+    if workload == "feature_ablation":
+        return [f"{method}.mask=grid", f"{method}.cell={GRID_CELL}"]
+    if workload == "shapley_sampling":
+        return [f"{method}.mask=grid", f"{method}.cell={GRID_CELL}", f"{method}.samples={SVS_SAMPLES}",
+                f"{method}.antithetic=false"]
     return []
 
 
@@ -115,12 +134,21 @@ def status_mb(field):
 # ---------------------------------------------------------------- Captum workloads
 
 
+def grid_feature_mask(cell=GRID_CELL, h=28, w=28):
+    """lumen's `mask=grid cell=C`: id of pixel (y, x) = (y // C) · ⌈w / C⌉ + x // C, the
+    same for every channel, as a [1, 1, h, w] Captum feature_mask (broadcast over the batch)."""
+    import torch
+
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return ((y // cell) * -(-w // cell) + x // cell).reshape(1, 1, h, w)
+
+
 def captum_call(workload, model, x, target):
     """A zero-argument call that runs one workload in Captum."""
     import torch
     from captum.attr import (
-        LRP, Deconvolution, DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients,
-        NoiseTunnel, Occlusion, Saliency,
+        LRP, Deconvolution, DeepLift, FeatureAblation, GuidedBackprop, InputXGradient, IntegratedGradients,
+        NoiseTunnel, Occlusion, Saliency, ShapleyValueSampling,
     )
     from captum.attr._utils.lrp_rules import EpsilonRule
 
@@ -167,6 +195,18 @@ def captum_call(workload, model, x, target):
                 layer.rule = EpsilonRule(epsilon=LRP_EPS)
         m = LRP(model)
         return lambda: m.attribute(x, target=target)
+    if workload == "feature_ablation":
+        m = FeatureAblation(model)
+        mask = grid_feature_mask()
+        per_eval = max(1, PERTURB_ROWS // b)
+        return lambda: m.attribute(x, baselines=0.0, target=target, feature_mask=mask,
+                                   perturbations_per_eval=per_eval)
+    if workload == "shapley_sampling":
+        m = ShapleyValueSampling(model)
+        mask = grid_feature_mask()
+        per_eval = max(1, PERTURB_ROWS // b)
+        return lambda: m.attribute(x, baselines=0.0, target=target, feature_mask=mask, n_samples=SVS_SAMPLES,
+                                   perturbations_per_eval=per_eval)
     raise SystemExit(f"harness: unknown workload '{workload}'")
 
 
@@ -210,7 +250,13 @@ def worker(args):
 
 def cross_check(args, model_name):
     """PyTorch and lumen agree on a few digits: the top-3 probabilities of `lumen
-    explain` and its maps, against PyTorch (and Captum) on the same weights."""
+    explain` and its maps, against PyTorch (and Captum) on the same weights.
+
+    The opt-in perturbation workloads are not compared here: feature ablation is
+    checked against Captum in lumen's tests (tests/fixtures/captum_shapley, made by
+    tools/captum/make_shapley_fixtures.py), and Shapley sampling draws its
+    permutations from a different RNG on each side, so its maps agree only
+    statistically."""
     import torch
     from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients, Occlusion, Saliency
     from safetensors.torch import load_file
@@ -284,7 +330,7 @@ def captum_run(args, workload, batch):
 
 
 def lumen_run(args, workload, batch, model_name, tmp):
-    method = dict((w, m) for w, m, _ in WORKLOADS)[workload]
+    method = dict((w, m) for w, m, _ in ALL_WORKLOADS)[workload]
     js = Path(tmp) / f"{workload}-{batch}.json"
     cmd = [args.lumen, "bench", "--model", model_name, "--batch", batch, "--methods", method,
            "--reps", args.reps, "--threads", args.threads, "--json", js]
@@ -335,7 +381,9 @@ def main():
     ap.add_argument("--lumen", default=str(REPO / "target" / "release" / "lumen"), help="the lumen binary")
     ap.add_argument("--card", default=str(REPO / "models" / "weights" / "mnist-cnn.toml"), help="model card")
     ap.add_argument("--batches", default="64,1", help="comma-separated batch sizes")
-    ap.add_argument("--workloads", default=",".join(w for w, _, _ in WORKLOADS), help="comma-separated workloads")
+    ap.add_argument("--workloads", default=",".join(w for w, _, _ in WORKLOADS),
+                    help="comma-separated workloads (default: all but the opt-in "
+                         + ", ".join(w for w, _, _ in OPT_IN_WORKLOADS) + ")")
     ap.add_argument("--reps", type=int, default=5, help="timed calls per workload after one warm-up")
     ap.add_argument("--threads", type=int, default=2, help="threads for PyTorch and lumen")
     ap.add_argument("--out", default=str(REPO / "out" / "bench-captum"), help="where results.json and table.md go")
@@ -360,7 +408,7 @@ def main():
     shipped = REPO / "models" / "weights" / f"{model_name}.toml"
     if Path(args.card).resolve() != shipped.resolve():
         raise SystemExit("harness: --card must be a shipped card (lumen is called with --model NAME)")
-    known = [w for w, _, _ in WORKLOADS]
+    known = [w for w, _, _ in ALL_WORKLOADS]
     workloads = [w.strip() for w in args.workloads.split(",")]
     for w in workloads:
         if w not in known:
@@ -371,7 +419,7 @@ def main():
     info["reps"] = args.reps
     check = None if args.skip_check else cross_check(args, model_name)
     rows = []
-    matched = dict((w, m) for w, _, m in WORKLOADS)
+    matched = dict((w, m) for w, _, m in ALL_WORKLOADS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -69,6 +69,7 @@ pub fn static_registry() -> anyhow::Result<Registry> {
     lumen_std_propagation::link();
     lumen_clear::link();
     lumen_std_metrics::link();
+    lumen_std_shapley::link();
     let _ = lumen_models::models_dirs;
     Ok(Registry::from_inventory()?)
 }

@@ -7,6 +7,7 @@
 extern crate self as lumen_core;
 
 pub mod autograd;
+pub mod baseline;
 pub mod config;
 pub mod data;
 pub mod device;

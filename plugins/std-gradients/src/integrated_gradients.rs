@@ -10,13 +10,12 @@
 //! (the delta is then taken against the mean `f(b)`). The `steps × examples` path
 //! points are evaluated in chunks of `batch_size`.
 
-use crate::util::{example_ids, example_rngs, per_row, progress};
+use crate::util::{example_ids, per_row, progress};
 use lumen_core::candle::{DType, Tensor};
 use lumen_core::method::{chunks, gradient, prepare};
 use lumen_core::model::ForwardOptions;
 use lumen_core::target::objective;
 use lumen_core::{Attributor, Choice, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
-use rand::Rng;
 
 /// The quadrature along the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Choice)]
@@ -113,32 +112,9 @@ pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
     (nodes, weights)
 }
 
-/// Where the integration path starts.
-#[derive(Debug, Clone)]
-pub enum Baseline {
-    /// All zeros.
-    Zero,
-    /// Every feature set to this value.
-    Constant(f64),
-    /// The input blurred by a Gaussian of this σ (in pixels) over its spatial dims.
-    Blur { sigma: f64 },
-    /// Uniform noise over the model's input range, from the seed (one draw per example).
-    Uniform,
-    /// A user tensor: one input (broadcast over the batch) or the whole batch.
-    Tensor(Tensor),
-}
-
-impl Baseline {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Baseline::Zero => "zero",
-            Baseline::Constant(_) => "constant",
-            Baseline::Blur { .. } => "blur",
-            Baseline::Uniform => "uniform",
-            Baseline::Tensor(_) => "tensor",
-        }
-    }
-}
+/// Where the integration path starts: core's baseline, shared with the perturbation
+/// and Shapley family.
+pub use lumen_core::baseline::Baseline;
 
 /// Configuration of [`IntegratedGradients`].
 #[derive(Debug, Clone, Config)]
@@ -149,7 +125,7 @@ pub struct IntegratedGradientsConfig {
     /// quadrature along the path
     pub scheme: Scheme,
     /// comma-separated baselines, averaged: zero, constant, blur, uniform, tensor
-    #[param(name = "baseline", with = baseline_param)]
+    #[param(name = "baseline", with = lumen_core::baseline::param)]
     pub baselines: Vec<Baseline>,
     /// seed of the 'uniform' baselines
     pub seed: u64,
@@ -170,84 +146,6 @@ impl Default for IntegratedGradientsConfig {
     }
 }
 
-/// The `baseline` words and the parameters they read (`baseline_value`, `blur_sigma`,
-/// `baseline_tensor`): one config field, four parameters.
-mod baseline_param {
-    use super::Baseline;
-    use lumen_core::config::{leak, Builder};
-    use lumen_core::params::{Args, ParamKind, ParamSpec};
-    use lumen_core::candle::Device;
-    use lumen_core::{Error, Result};
-    use std::collections::BTreeMap;
-
-    const CONSTANT: f64 = 0.0;
-    const BLUR_SIGMA: f64 = 5.0;
-    const WORDS: &str = "zero, constant, blur, uniform, tensor";
-
-    fn words(b: &[Baseline]) -> String {
-        b.iter().map(|b| b.name()).collect::<Vec<_>>().join(",")
-    }
-
-    pub fn specs(name: &'static str, doc: &'static str, default: &[Baseline]) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::new(name, ParamKind::Str, leak(Some(words(default))), doc),
-            ParamSpec::new("baseline_value", ParamKind::Float, leak(Some(CONSTANT.to_string())), "value of the 'constant' baseline"),
-            ParamSpec::new("blur_sigma", ParamKind::Float, leak(Some(BLUR_SIGMA.to_string())), "σ (pixels) of the 'blur' baseline's Gaussian"),
-            ParamSpec::new(
-                "baseline_tensor",
-                ParamKind::Tensor,
-                "",
-                "the 'tensor' baseline (.safetensors or .png): one input, or the whole batch",
-            ),
-        ]
-    }
-
-    pub fn read(a: &Args, name: &'static str, _: &dyn Builder) -> Result<Vec<Baseline>> {
-        let bad = |p: &str, r: String| Error::bad_param(a.method(), p, r);
-        let user = a.tensor("baseline_tensor", &Device::Cpu)?;
-        let words = if !a.is_set(name) && user.is_some() { "tensor".to_string() } else { a.string(name)? };
-        let mut baselines = vec![];
-        for w in words.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-            baselines.push(match w {
-                "zero" => Baseline::Zero,
-                "constant" => Baseline::Constant(a.f64("baseline_value")?),
-                "blur" => {
-                    let sigma = a.f64("blur_sigma")?;
-                    if sigma < 0.0 {
-                        return Err(bad("blur_sigma", format!("must be ≥ 0, got {sigma}")));
-                    }
-                    Baseline::Blur { sigma }
-                }
-                "uniform" => Baseline::Uniform,
-                "tensor" => Baseline::Tensor(
-                    user.clone().ok_or_else(|| bad(name, "'tensor' needs baseline_tensor=PATH".into()))?,
-                ),
-                other => return Err(bad(name, format!("'{other}' is not one of {WORDS}"))),
-            });
-        }
-        if baselines.is_empty() {
-            return Err(bad(name, "no baseline given".into()));
-        }
-        Ok(baselines)
-    }
-
-    /// The words, and the value of each word that reads one (a tensor is not recorded).
-    pub fn write(b: &[Baseline], name: &str, out: &mut BTreeMap<String, String>) {
-        out.insert(name.to_string(), words(b));
-        for b in b {
-            match b {
-                Baseline::Constant(v) => {
-                    out.insert("baseline_value".into(), v.to_string());
-                }
-                Baseline::Blur { sigma } => {
-                    out.insert("blur_sigma".into(), sigma.to_string());
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
 pub const PROPS: MethodProps = MethodProps { multiplies_input: true, completeness: true, ..MethodProps::NONE };
 
 #[derive(Debug, Clone, Default)]
@@ -262,34 +160,7 @@ impl IntegratedGradients {
 
     /// The baseline batch for `xs` (same shape, dtype and device).
     pub fn baseline(&self, model: &dyn Classifier, xs: &Tensor, base: &Baseline, stream: u64) -> Result<Tensor> {
-        Ok(match base {
-            Baseline::Zero => xs.zeros_like()?,
-            Baseline::Constant(c) => xs.zeros_like()?.affine(0.0, *c)?,
-            Baseline::Blur { sigma } => gaussian_blur(xs, *sigma)?,
-            Baseline::Uniform => {
-                let (lo, hi) = model.info().input_range;
-                let (lo, hi) = if hi > lo { (lo, hi) } else { (0.0, 1.0) };
-                let d = xs.elem_count() / xs.dim(0)?;
-                let mut data = Vec::with_capacity(xs.elem_count());
-                for mut rng in example_rngs(xs, self.config.seed, stream)? {
-                    data.extend((0..d).map(|_| rng.gen_range(lo..hi)));
-                }
-                Tensor::from_vec(data, xs.shape(), xs.device())?.to_dtype(xs.dtype())?
-            }
-            Baseline::Tensor(t) => {
-                let t = t.to_device(xs.device())?.to_dtype(xs.dtype())?;
-                if t.dims() == xs.dims() {
-                    t
-                } else if t.dims() == &xs.dims()[1..] {
-                    t.unsqueeze(0)?.broadcast_as(xs.shape())?.contiguous()?
-                } else {
-                    return Err(Error::shape(
-                        format!("a baseline of shape {:?} or {:?}", &xs.dims()[1..], xs.dims()),
-                        format!("{:?}", t.dims()),
-                    ));
-                }
-            }
-        })
+        base.materialize(model, xs, self.config.seed, stream)
     }
 }
 

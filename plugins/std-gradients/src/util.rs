@@ -3,8 +3,6 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use lumen_core::candle::Tensor;
 use lumen_core::Result;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
 /// A progress bar over `n` chunks; hidden for short runs and when stderr is not a
 /// terminal (indicatif's default).
@@ -20,25 +18,7 @@ pub fn progress(n: usize, what: &str) -> ProgressBar {
     pb
 }
 
-/// One random stream per example, derived from the seed and the example's values
-/// (not its position), so an example's noise is the same alone or in any batch.
-pub fn example_rngs(xs: &Tensor, seed: u64, stream: u64) -> Result<Vec<StdRng>> {
-    let b = xs.dim(0)?;
-    let flat = xs.flatten_from(1)?.to_dtype(lumen_core::candle::DType::F32)?.to_vec2::<f32>()?;
-    debug_assert_eq!(flat.len(), b);
-    Ok(flat
-        .iter()
-        .map(|row| {
-            // FNV-1a over the example's bits, mixed with the seed and stream.
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream.rotate_left(32);
-            for v in row {
-                h ^= v.to_bits() as u64;
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-            StdRng::seed_from_u64(h)
-        })
-        .collect())
-}
+pub use lumen_core::baseline::example_rngs;
 
 /// Row indices `[start, end)` of an expanded batch, mapped to their example
 /// (`row / per_example`), as a u32 tensor for `index_select`/`index_add`.

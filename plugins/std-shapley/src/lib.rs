@@ -1,0 +1,47 @@
+//! Model-agnostic attribution: methods that only query the model's output on
+//! perturbed inputs, so they work where gradients do not (quantised, non-smooth or
+//! black-box models), and the game-theoretic ones with Shapley guarantees.
+//!
+//! Every method takes its features through one mask parameter group
+//! ([`mask::MaskSpec`]: grid cells, SLIC superpixels, a mask file or sequence
+//! segments) and its baseline through core's [`lumen_core::baseline`]; all
+//! coalitions of a batch go through the model in `batch_size` chunks ([`game`]).
+
+pub mod ablation;
+pub mod game;
+pub mod kernel_shap;
+pub mod lime;
+pub mod mask;
+pub mod partition;
+pub mod partition_shap;
+pub mod rise;
+pub mod shapley;
+pub mod slic;
+pub mod surrogate;
+
+pub use ablation::{FeatureAblation, FeatureAblationConfig, FeaturePermutation, FeaturePermutationConfig};
+pub use game::Features;
+pub use kernel_shap::{KernelShap, KernelShapConfig};
+pub use lime::{Lime, LimeConfig};
+pub use mask::{FeatureMask, MaskSpec};
+pub use partition_shap::{PartitionShap, PartitionShapConfig};
+pub use rise::{Rise, RiseConfig};
+pub use shapley::{ShapleyExact, ShapleyExactConfig, ShapleySampling, ShapleySamplingConfig};
+
+/// Forces the linker to keep this pack's registrations when linked statically.
+pub fn link() {}
+
+// The C entry points that make this crate a plugin pack (see lumen_core::plugin).
+lumen_dylib::declare_pack!();
+
+lumen_core::submit_method!(FeatureAblation);
+lumen_core::submit_method!(FeaturePermutation);
+lumen_core::submit_method!(ShapleyExact);
+lumen_core::submit_method!(ShapleySampling);
+lumen_core::submit_method!(KernelShap);
+lumen_core::submit_method!(Lime);
+lumen_core::submit_method!(Rise);
+lumen_core::submit_method!(PartitionShap);
+
+#[cfg(test)]
+mod tests;
