@@ -45,3 +45,14 @@ lumen_core::submit_method!(PartitionShap);
 
 #[cfg(test)]
 mod tests;
+
+// Gallery columns (see lumen_core::present), after occlusion and PDA. The lighter
+// settings keep each column to a few thousand forwards on the 10 gallery digits.
+lumen_core::submit_gallery_preset!("feature_ablation", 110, None, &[]);
+lumen_core::submit_gallery_preset!("feature_permutation", 111, None, &[]);
+lumen_core::submit_gallery_preset!("shapley_exact", 112, None, &[("cell", "14")]);
+lumen_core::submit_gallery_preset!("shapley_sampling", 113, None, &[("samples", "10")]);
+lumen_core::submit_gallery_preset!("kernel_shap", 114, None, &[("samples", "256")]);
+lumen_core::submit_gallery_preset!("partition_shap", 115, None, &[]);
+lumen_core::submit_gallery_preset!("lime", 116, None, &[("samples", "300")]);
+lumen_core::submit_gallery_preset!("rise", 117, None, &[("samples", "500")]);
