@@ -153,3 +153,21 @@ pub fn finish(
         .with_diag("evaluations", game.evaluations())
         .with_diag("feature_values", values))
 }
+
+/// [`finish`] for the Shapley family: adds the efficiency gap
+/// `Σφ − (f(x) − f(baseline))` and both endpoints, per example.
+pub fn finish_shapley(
+    method: &str,
+    game: &Game,
+    inputs: &Tensor,
+    values: Vec<Vec<f64>>,
+    params: std::collections::BTreeMap<String, String>,
+    f_x: Vec<f64>,
+    f_b: Vec<f64>,
+) -> Result<Explanation> {
+    let gaps = crate::game::efficiency_gaps(&values, &f_x, &f_b);
+    Ok(finish(method, game, inputs, values, params)?
+        .with_diag("efficiency_gap", gaps)
+        .with_diag("f_input", f_x)
+        .with_diag("f_baseline", f_b))
+}

@@ -10,8 +10,8 @@
 //! `paired`. With `samples ≥ 2^M − 2` every coalition is enumerated and the result
 //! is the exact Shapley value.
 
-use crate::ablation::finish;
-use crate::game::{efficiency_gaps, Features, Game, Query};
+use crate::ablation::finish_shapley;
+use crate::game::{Features, Game, Query};
 use crate::surrogate::constrained_wls;
 use lumen_core::baseline::example_rng;
 use lumen_core::candle::Tensor;
@@ -187,13 +187,9 @@ impl Method for KernelShap {
             r2.push(fit.r2);
             counts.push(zs.len());
         }
-        let gaps = efficiency_gaps(&values, &f_x, &f_b);
-        let mut e = finish(Self::NAME, &game, inputs, values, self.params())?
+        let mut e = finish_shapley(Self::NAME, &game, inputs, values, self.params(), f_x, f_b)?
             .with_diag("samples", counts)
-            .with_diag("surrogate_r2", r2)
-            .with_diag("efficiency_gap", gaps)
-            .with_diag("f_input", f_x)
-            .with_diag("f_baseline", f_b);
+            .with_diag("surrogate_r2", r2);
         e.seed = Some(c.seed);
         Ok(e)
     }

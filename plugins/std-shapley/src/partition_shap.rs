@@ -5,8 +5,8 @@
 //! values satisfy efficiency and cost O(M²) coalitions on a balanced tree, against
 //! 2^M for exact Shapley values.
 
-use crate::ablation::finish;
-use crate::game::{efficiency_gaps, Features, Game, Query};
+use crate::ablation::finish_shapley;
+use crate::game::{Features, Game, Query};
 use crate::mask::FeatureMask;
 use crate::partition::{cluster, label_adjacency, owen_values, Tree};
 use lumen_core::candle::Tensor;
@@ -102,11 +102,6 @@ impl Method for PartitionShap {
             evals.push(owen.evaluations);
             values.push(owen.values);
         }
-        let gaps = efficiency_gaps(&values, &f_x, &f_b);
-        Ok(finish(Self::NAME, &game, inputs, values, self.params())?
-            .with_diag("samples", evals)
-            .with_diag("efficiency_gap", gaps)
-            .with_diag("f_input", f_x)
-            .with_diag("f_baseline", f_b))
+        Ok(finish_shapley(Self::NAME, &game, inputs, values, self.params(), f_x, f_b)?.with_diag("samples", evals))
     }
 }

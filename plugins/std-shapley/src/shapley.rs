@@ -7,8 +7,8 @@
 //! optionally antithetic (each ordering with its reverse), and stops early once the
 //! largest standard error falls below `tolerance`.
 
-use crate::ablation::finish;
-use crate::game::{efficiency_gaps, Features, Game, Query};
+use crate::ablation::finish_shapley;
+use crate::game::{Features, Game, Query};
 use lumen_core::baseline::example_rng;
 use lumen_core::candle::Tensor;
 use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
@@ -97,11 +97,7 @@ impl Method for ShapleyExact {
             values.push(exact_from_worths(m, &v));
         }
         game.progress().finish_and_clear();
-        let gaps = efficiency_gaps(&values, &f_x, &f_b);
-        Ok(finish(Self::NAME, &game, inputs, values, self.params())?
-            .with_diag("efficiency_gap", gaps)
-            .with_diag("f_input", f_x)
-            .with_diag("f_baseline", f_b))
+        finish_shapley(Self::NAME, &game, inputs, values, self.params(), f_x, f_b)
     }
 }
 
@@ -275,14 +271,10 @@ impl Method for ShapleySampling {
         }
         game.progress().finish_and_clear();
         let values: Vec<Vec<f64>> = moments.iter().map(|m| m.mean.clone()).collect();
-        let gaps = efficiency_gaps(&values, &f_x, &f_b);
-        let mut e = finish(Self::NAME, &game, inputs, values, self.params())?
+        let mut e = finish_shapley(Self::NAME, &game, inputs, values, self.params(), f_x, f_b)?
             .with_diag("samples", moments.iter().map(|m| m.n * per_unit).collect::<Vec<_>>())
             .with_diag("std_err", moments.iter().map(|m| m.std_err()).collect::<Vec<_>>())
-            .with_diag("max_std_err", moments.iter().map(|m| m.max_std_err()).collect::<Vec<_>>())
-            .with_diag("efficiency_gap", gaps)
-            .with_diag("f_input", f_x)
-            .with_diag("f_baseline", f_b);
+            .with_diag("max_std_err", moments.iter().map(|m| m.max_std_err()).collect::<Vec<_>>());
         e.seed = Some(c.seed);
         Ok(e)
     }
