@@ -176,6 +176,25 @@ impl<'a> Game<'a> {
         Ok(v)
     }
 
+    /// The worths of coalition sets, one set per example (`sets[ex]`), evaluated
+    /// together with a progress bar and split back per example.
+    pub fn eval_sets(&mut self, what: &str, sets: &[Vec<Vec<bool>>]) -> Result<Vec<Vec<f64>>> {
+        let qs: Vec<Query> =
+            sets.iter().enumerate().flat_map(|(ex, zs)| zs.iter().map(move |z| Query::new(ex, z.clone()))).collect();
+        self.show_progress(qs.len(), what);
+        let v = self.eval(&qs)?;
+        self.progress.finish_and_clear();
+        let mut rest = v.as_slice();
+        Ok(sets
+            .iter()
+            .map(|zs| {
+                let (head, tail) = rest.split_at(zs.len());
+                rest = tail;
+                head.to_vec()
+            })
+            .collect())
+    }
+
     /// `f(x)` and `f(baseline)` of every example.
     pub fn endpoints(&self) -> Result<(Vec<f64>, Vec<f64>)> {
         let mut qs = vec![];

@@ -11,7 +11,7 @@
 //! is the exact Shapley value.
 
 use crate::ablation::finish_shapley;
-use crate::game::{Features, Game, Query};
+use crate::game::{Features, Game};
 use crate::surrogate::constrained_wls;
 use lumen_core::baseline::example_rng;
 use lumen_core::candle::Tensor;
@@ -157,24 +157,14 @@ impl Method for KernelShap {
         let c = &self.config;
         let mut game = Game::new(Self::NAME, model, inputs, target, &c.features)?;
         let (f_x, f_b) = game.endpoints()?;
-        let mut plans = vec![];
-        let mut qs = vec![];
-        for ex in 0..game.len() {
-            let m = game.masks[ex].n;
-            let mut rng = example_rng(&game.xs[ex], c.seed, 1);
-            let (zs, ws) = kernel_coalitions(m, c.samples, c.paired, &mut rng);
-            qs.extend(zs.iter().map(|z| Query::new(ex, z.clone())));
-            plans.push((zs, ws));
-        }
-        game.show_progress(qs.len(), Self::NAME);
-        let v = game.eval(&qs)?;
-        game.progress().finish_and_clear();
-        let mut at = 0;
+        let (sets, weights): (Vec<_>, Vec<_>) = (0..game.len())
+            .map(|ex| kernel_coalitions(game.masks[ex].n, c.samples, c.paired, &mut example_rng(&game.xs[ex], c.seed, 1)))
+            .unzip();
+        let worths = game.eval_sets(Self::NAME, &sets)?;
         let (mut values, mut r2, mut counts) = (vec![], vec![], vec![]);
-        for (ex, (zs, ws)) in plans.iter().enumerate() {
+        for (ex, ((zs, ws), v)) in sets.iter().zip(&weights).zip(&worths).enumerate() {
             let delta = f_x[ex] - f_b[ex];
-            let y: Vec<f64> = v[at..at + zs.len()].iter().map(|v| v - f_b[ex]).collect();
-            at += zs.len();
+            let y: Vec<f64> = v.iter().map(|v| v - f_b[ex]).collect();
             let fit = if zs.is_empty() {
                 if game.masks[ex].n > 1 {
                     return Err(Error::bad_param(Self::NAME, "samples", "too few samples for a fit"));

@@ -6,7 +6,7 @@
 //! The attribution is the surrogate's coefficient; its weighted R² is reported.
 
 use crate::ablation::finish;
-use crate::game::{Features, Game, Query};
+use crate::game::{Features, Game};
 use crate::surrogate::weighted_ridge;
 use lumen_core::baseline::example_rng;
 use lumen_core::candle::Tensor;
@@ -91,7 +91,6 @@ impl Method for Lime {
         let c = &self.config;
         let mut game = Game::new(Self::NAME, model, inputs, target, &c.features)?;
         let mut plans = vec![];
-        let mut qs = vec![];
         for ex in 0..game.len() {
             let m = game.masks[ex].n;
             let mut rng = example_rng(&game.xs[ex], c.seed, 2);
@@ -106,23 +105,19 @@ impl Method for Lime {
                     (-(d * d) / (c.kernel_width * c.kernel_width)).exp()
                 })
                 .collect();
-            qs.extend(zs.iter().map(|z| Query::new(ex, z.clone())));
             plans.push((zs, ws));
         }
-        game.show_progress(qs.len(), Self::NAME);
-        let v = game.eval(&qs)?;
-        game.progress().finish_and_clear();
-        let mut at = 0;
+        let (sets, weights): (Vec<_>, Vec<_>) = plans.into_iter().unzip();
+        let worths = game.eval_sets(Self::NAME, &sets)?;
         let (mut values, mut r2, mut intercepts) = (vec![], vec![], vec![]);
-        for (zs, ws) in &plans {
-            let fit = weighted_ridge(zs, &v[at..at + zs.len()], ws, c.alpha)?;
-            at += zs.len();
+        for ((zs, ws), v) in sets.iter().zip(&weights).zip(&worths) {
+            let fit = weighted_ridge(zs, v, ws, c.alpha)?;
             values.push(fit.coef);
             r2.push(fit.r2);
             intercepts.push(fit.intercept);
         }
         let mut e = finish(Self::NAME, &game, inputs, values, self.params())?
-            .with_diag("samples", plans.iter().map(|p| p.0.len()).collect::<Vec<_>>())
+            .with_diag("samples", sets.iter().map(|s| s.len()).collect::<Vec<_>>())
             .with_diag("surrogate_r2", r2)
             .with_diag("surrogate_intercept", intercepts);
         e.seed = Some(c.seed);
