@@ -9,7 +9,7 @@ use lumen_core::model::{LayerKind as K, LayerSpec as L, ModelInfo, Network, Netw
 use lumen_core::rules::RuleCtx;
 use lumen_std_relevance::rules::lrp::{lrp_composite, Conventions, LrpRule, LrpSettings, DEFAULT_STABILIZER};
 use lumen_core::{Attributor, Classifier, Explanation, Target};
-use lumen_std_relevance::deeplift::{DeepLift, DeepLiftConfig, DeepLiftRule, Reference};
+use lumen_std_relevance::deeplift::{DeepLift, DeepLiftConfig, DeepLiftRule, DeepLiftRules, Reference};
 use lumen_std_relevance::lrp::{Lrp, LrpConfig};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -41,7 +41,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
 fn deeplift(rule: DeepLiftRule, reference: Reference, refs: Option<Tensor>) -> DeepLift {
-    DeepLift::new(DeepLiftConfig { rule, reference, reference_tensor: refs, ..Default::default() })
+    DeepLift::new(DeepLiftConfig { reference, reference_tensor: refs, rules: DeepLiftRules { rule, ..Default::default() }, ..Default::default() })
 }
 fn diag(e: &Explanation, key: &str) -> Vec<f64> {
     e.diagnostics[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()

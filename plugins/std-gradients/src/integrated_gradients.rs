@@ -10,7 +10,7 @@
 //! (the delta is then taken against the mean `f(b)`). The `steps × examples` path
 //! points are evaluated in chunks of `batch_size`.
 
-use crate::util::{example_ids, per_row, progress};
+use crate::util::{completeness, example_ids, per_row, progress};
 use lumen_core::candle::{DType, Tensor};
 use lumen_core::method::{chunks, gradient, prepare};
 use lumen_core::model::ForwardOptions;
@@ -240,12 +240,8 @@ impl Method for IntegratedGradients {
             attr = attr.affine(1.0 / nb as f64, 0.0)?;
             f_b.iter_mut().for_each(|v| *v /= nb as f64);
         }
-        let sums = attr.flatten_from(1)?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let delta: Vec<f64> = sums.iter().zip(f_x.iter().zip(&f_b)).map(|(s, (fx, fb))| s - (fx - fb)).collect();
-        let rel: Vec<f64> = delta.iter().zip(f_x.iter().zip(&f_b)).map(|(d, (fx, fb))| d / (fx - fb).abs()).collect();
-        let mut e = Explanation::new("integrated_gradients", attr, target)
-            .with_params(self.params())
-            .with_completeness(lumen_core::explanation::Completeness { delta, relative: rel, f_input: f_x, f_baseline: f_b });
+        let fact = completeness(&attr, f_x, f_b)?;
+        let mut e = Explanation::new("integrated_gradients", attr, target).with_params(self.params()).with_completeness(fact);
         if c.baselines.iter().any(|b| matches!(b, Baseline::Uniform)) {
             e.seed = Some(c.seed);
         }

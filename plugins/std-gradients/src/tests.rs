@@ -290,3 +290,180 @@ fn batch_size_one_equals_one_big_batch() {
         assert_close(&a, &b, 1e-5 * scale);
     }
 }
+
+fn gshap(n_samples: usize, stdev: f64, dist: Option<Tensor>, seed: u64, batch_size: usize) -> lumen_core::Result<GradientShap> {
+    <GradientShap as lumen_core::Method>::new(GradientShapConfig {
+        n_samples,
+        stdev,
+        baselines: vec![Baseline::Zero],
+        baseline_distribution: dist,
+        seed,
+        batch_size,
+    })
+}
+
+#[test]
+fn gradient_shap_on_a_linear_model_by_hand() {
+    let m = linear();
+    let xv = [1f32, 0.2, 0.4];
+    let x = t2(&[&xv, &xv]);
+    let t = Target::Classes(vec![0, 1]);
+    // No noise, one zero reference: every draw gives W[t] ⊙ x whatever α is.
+    let e = gshap(7, 0.0, None, 3, 4).unwrap().attribute(&m, &x, &t).unwrap();
+    let ixg: Vec<f32> = W.iter().flatten().enumerate().map(|(i, w)| w * xv[i % 3]).collect();
+    assert_close(&flat(&e), &ixg, 1e-6);
+    assert!(delta(&e).iter().all(|d| d.abs() < 1e-6), "{:?}", e.diagnostics);
+    assert_eq!(e.seed, Some(3));
+    // Two references with W0·b equal (0 and (2, 1, 0)): φ = W0 ⊙ (x − p·b2) where p is
+    // the share of draws that picked b2, and the delta is exactly zero for class 0.
+    let dist = t2(&[&[0., 0., 0.], &[2., 1., 0.]]);
+    let e = gshap(50, 0.0, Some(dist), 1, 16).unwrap().attribute(&m, &x.narrow(0, 0, 1).unwrap(), &Target::Class(0)).unwrap();
+    let phi = flat(&e);
+    let p = (xv[0] - phi[0] / W[0][0]) / 2.0;
+    assert!(p > 0.1 && p < 0.9, "both references drawn: p = {p}");
+    assert_close(&phi, &[W[0][0] * (xv[0] - 2.0 * p), W[0][1] * (xv[1] - p), W[0][2] * xv[2]], 1e-5);
+    assert!(delta(&e)[0].abs() < 1e-5, "{:?}", e.diagnostics);
+    assert_eq!(e.diagnostics["n_references"].as_u64(), Some(2));
+}
+
+#[test]
+fn gradient_shap_seeds_batches_and_bad_params() {
+    let m = relu2();
+    let x = t2(&[&[0.5, 1.5], &[0.1, 0.2], &[0.3, -0.4]]);
+    let dist = t2(&[&[0., 0.], &[0.2, -0.1], &[1., 1.]]);
+    let classes = vec![0, 1, 1];
+    let run = |seed, bs, x: &Tensor, t: &Target| flat(&gshap(9, 0.2, Some(dist.clone()), seed, bs).unwrap().attribute(&m, x, t).unwrap());
+    let all = run(5, 4, &x, &Target::Classes(classes.clone()));
+    assert_eq!(all, run(5, 4, &x, &Target::Classes(classes.clone())));
+    assert_ne!(all, run(6, 4, &x, &Target::Classes(classes.clone())));
+    // The draws depend on the seed and the example only: not on the batch or its split.
+    assert_close(&run(5, 1, &x, &Target::Classes(classes.clone())), &all, 1e-6);
+    for (i, c) in classes.iter().enumerate() {
+        assert_close(&all[2 * i..2 * i + 2], &run(5, 7, &x.narrow(0, i, 1).unwrap(), &Target::Class(*c)), 1e-6);
+    }
+    let err = gshap(5, -0.1, None, 0, 4).unwrap_err();
+    assert!(err.to_string().contains("stdev"), "{err}");
+    let bad = t2(&[&[0., 0., 0.]]);
+    let err = gshap(5, 0.0, Some(bad), 0, 4).unwrap().attribute(&m, &x, &Target::Class(0)).unwrap_err();
+    assert!(err.to_string().contains("baseline_distribution"), "{err}");
+}
+
+fn blur_ig(steps: usize, max_sigma: f64, batch_size: usize) -> lumen_core::Result<BlurIg> {
+    <BlurIg as lumen_core::Method>::new(BlurIgConfig { steps, max_sigma, batch_size })
+}
+
+#[test]
+fn blur_ig_telescopes_on_a_linear_model() {
+    // The blur is linear too, so Σφ = f(x) − f(blur(x, σmax)) exactly and a single
+    // step gives W ⊙ (x − blur(x, σmax)).
+    let m = linear();
+    let x = t2(&[&[1., 0.2, 0.4], &[0.3, 0.9, -0.5]]);
+    let t = Target::Classes(vec![0, 1]);
+    let blurred = flat_t(&lumen_core::method::gaussian_blur(&x, 2.0).unwrap());
+    let xs = flat_t(&x);
+    let e = blur_ig(1, 2.0, 64).unwrap().attribute(&m, &x, &t).unwrap();
+    let w: Vec<f32> = W.iter().flatten().copied().collect();
+    let want: Vec<f32> = (0..6).map(|i| w[i] * (xs[i] - blurred[i])).collect();
+    assert_close(&flat(&e), &want, 1e-6);
+    for (steps, bs) in [(1, 64), (5, 3), (20, 1)] {
+        let e = blur_ig(steps, 2.0, bs).unwrap().attribute(&m, &x, &t).unwrap();
+        assert!(delta(&e).iter().all(|d| d.abs() < 1e-5), "{steps}: {:?}", e.diagnostics);
+        // The reference value is the model at the fully blurred input.
+        let f_b = e.diagnostics["f_baseline"][0].as_f64().unwrap();
+        let want0: f64 = (0..3).map(|i| (w[i] * blurred[i]) as f64).sum::<f64>() + 0.1;
+        assert!((f_b - want0).abs() < 1e-5, "{f_b} vs {want0}");
+    }
+}
+
+#[test]
+fn blur_ig_on_images_and_bad_params() {
+    // Max-pool net: not linear, but the delta shrinks with steps, and a batch run equals
+    // its examples one at a time whatever the chunking.
+    let m = maxpool();
+    let x = Tensor::from_vec((0..16).map(|i| ((i * 7) % 11) as f32 / 10.0 - 0.3).collect(), (2, 1, 2, 4), &Device::Cpu)
+        .unwrap();
+    let t = Target::Classes(vec![1, 0]);
+    let d = |steps| delta(&blur_ig(steps, 3.0, 64).unwrap().attribute(&m, &x, &t).unwrap()).iter().fold(0f64, |a, v| a.max(v.abs()));
+    let (d2, d200) = (d(2), d(200));
+    assert!(d200 < 1e-2 && d200 <= d2, "{d2} {d200}");
+    let all = flat(&blur_ig(13, 3.0, 5).unwrap().attribute(&m, &x, &t).unwrap());
+    for (i, c) in [1usize, 0].iter().enumerate() {
+        let one = flat(&blur_ig(13, 3.0, 64).unwrap().attribute(&m, &x.narrow(0, i, 1).unwrap(), &Target::Class(*c)).unwrap());
+        assert_close(&all[8 * i..8 * i + 8], &one, 1e-6);
+    }
+    for s in [0.0, -1.0, f64::NAN, 1e4] {
+        let err = blur_ig(10, s, 4).unwrap_err();
+        assert!(err.to_string().contains("max_sigma"), "{err}");
+    }
+}
+
+fn flat_t(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn guided_ig_steps_by_hand() {
+    // x = (1, 1) from b = 0 in two steps with a band as wide as the path: the
+    // low-gradient feature covers the first half of the L1 distance on its own.
+    let (x, b) = ([1.0, 1.0], [0.0, 0.0]);
+    let (mut cur, mut attr) = (b.to_vec(), vec![0.0; 2]);
+    guided_ig::guided_step(&mut cur, &x, &b, &[1.0, 3.0], &mut attr, (0, 2), 0.5, 1.0);
+    assert_eq!((cur.clone(), attr.clone()), (vec![1.0, 0.0], vec![1.0, 0.0]));
+    guided_ig::guided_step(&mut cur, &x, &b, &[5.0, 7.0], &mut attr, (1, 2), 0.5, 1.0);
+    assert_eq!((cur, attr), (vec![1.0, 1.0], vec![1.0, 7.0]));
+    // A band of 0.02: both features are pulled up to α = 0.98 first, then the smaller
+    // gradient's feature finishes, then the other.
+    let (mut cur, mut attr) = (b.to_vec(), vec![0.0; 2]);
+    let it = guided_ig::guided_step(&mut cur, &x, &b, &[1.0, 3.0], &mut attr, (0, 1), 0.5, 0.02);
+    assert_eq!(it, 2);
+    assert_close(&[cur[0] as f32, cur[1] as f32, attr[0] as f32, attr[1] as f32], &[1.0, 1.0, 1.0, 3.0], 1e-12);
+}
+
+fn gig(steps: usize, fraction: f64, max_dist: f64, batch_size: usize) -> lumen_core::Result<GuidedIg> {
+    <GuidedIg as lumen_core::Method>::new(GuidedIgConfig {
+        steps,
+        fraction,
+        max_dist,
+        baselines: vec![Baseline::Zero],
+        seed: 0,
+        batch_size,
+    })
+}
+
+#[test]
+fn guided_ig_without_a_band_is_left_riemann_ig() {
+    // max_dist = 0 keeps every feature on the straight line: the gradient at the start
+    // of each step times (x − b)/m, i.e. IG with the left Riemann rule.
+    let m = relu2();
+    let x = t2(&[&[0.5, 1.5], &[0.1, 0.2], &[0.3, -0.4]]);
+    let t = Target::Classes(vec![0, 1, 1]);
+    let want = flat(&ig(Scheme::RiemannLeft, 8, vec![Baseline::Zero], 64).attribute(&m, &x, &t).unwrap());
+    assert_close(&flat(&gig(8, 0.25, 0.0, 2).unwrap().attribute(&m, &x, &t).unwrap()), &want, 1e-6);
+}
+
+#[test]
+fn guided_ig_completeness_batches_and_bad_params() {
+    // Any path gives Σφ = f(x) − f(b) on a linear model.
+    let m = linear();
+    let x = t2(&[&[1., 0.2, 0.4], &[0.3, 0.9, -0.5]]);
+    let t = Target::Classes(vec![0, 1]);
+    let e = gig(10, 0.25, 0.1, 64).unwrap().attribute(&m, &x, &t).unwrap();
+    assert!(delta(&e).iter().all(|d| d.abs() < 1e-5), "{:?}", e.diagnostics);
+    // On the ReLU net the path adapts, the delta shrinks with steps, and a batch equals
+    // its examples one at a time.
+    let m = relu2();
+    let x = t2(&[&[0.5, 1.5], &[0.1, 0.2], &[0.3, -0.4], &[0.9, 0.05]]);
+    let classes = vec![0, 1, 1, 0];
+    let tc = Target::Classes(classes.clone());
+    let run = |steps, bs, x: &Tensor, t: &Target| gig(steps, 0.5, 0.05, bs).unwrap().attribute(&m, x, t).unwrap();
+    let worst = |e: &Explanation| delta(e).iter().fold(0f64, |a, v| a.max(v.abs()));
+    assert!(worst(&run(400, 64, &x, &tc)) < 1e-2, "{:?}", run(400, 64, &x, &tc).diagnostics);
+    let all = flat(&run(20, 3, &x, &tc));
+    for (i, c) in classes.iter().enumerate() {
+        assert_close(&all[2 * i..2 * i + 2], &flat(&run(20, 64, &x.narrow(0, i, 1).unwrap(), &Target::Class(*c))), 1e-6);
+    }
+    for (f, d, name) in [(0.0, 0.1, "fraction"), (1.5, 0.1, "fraction"), (0.5, -0.1, "max_dist"), (0.5, f64::NAN, "max_dist")] {
+        let err = gig(5, f, d, 4).unwrap_err();
+        assert!(err.to_string().contains(name), "{err}");
+    }
+}

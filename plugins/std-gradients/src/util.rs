@@ -33,3 +33,23 @@ pub fn per_row(v: Vec<f32>, rank: usize, device: &lumen_core::candle::Device) ->
     shape.resize(rank.max(1), 1);
     Ok(Tensor::from_vec(v, shape, device)?)
 }
+
+/// The targets of examples `idx` (in that order) of a resolved per-example target.
+pub fn pick_targets(t: &lumen_core::Target, idx: &[usize]) -> lumen_core::Target {
+    use lumen_core::Target;
+    let pick = |v: &Vec<usize>| idx.iter().map(|&i| v[i]).collect();
+    match t {
+        Target::Classes(v) => Target::Classes(pick(v)),
+        Target::Contrast { a, b } => Target::Contrast { a: pick(a), b: pick(b) },
+        other => other.clone(),
+    }
+}
+
+/// The completeness fact of a path method: `Σφ − (f(x) − f(b))` per example, absolute
+/// and relative to `|f(x) − f(b)|`.
+pub fn completeness(attr: &Tensor, f_x: Vec<f64>, f_b: Vec<f64>) -> Result<lumen_core::explanation::Completeness> {
+    let sums = attr.flatten_from(1)?.sum(1)?.to_dtype(lumen_core::candle::DType::F64)?.to_vec1::<f64>()?;
+    let delta: Vec<f64> = sums.iter().zip(f_x.iter().zip(&f_b)).map(|(s, (fx, fb))| s - (fx - fb)).collect();
+    let relative = delta.iter().zip(f_x.iter().zip(&f_b)).map(|(d, (fx, fb))| d / (fx - fb).abs()).collect();
+    Ok(lumen_core::explanation::Completeness { delta, relative, f_input: f_x, f_baseline: f_b })
+}

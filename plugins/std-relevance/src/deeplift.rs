@@ -37,6 +37,9 @@ pub enum Reference {
     /// Average the contributions over `n` references drawn (seeded) from
     /// `reference_tensor`'s rows or the `pool` (DeepLIFT-SHAP).
     Distribution(usize),
+    /// Average over every row of `reference_tensor` or the `pool` (Captum's
+    /// `DeepLiftShap`): exact for the background, and deterministic.
+    Every,
 }
 
 /// Softmax outputs: explain the pre-softmax logits, mean-normalised across classes
@@ -60,21 +63,11 @@ pub enum Pool {
     MnistTrain,
 }
 
-/// Configuration of [`DeepLift`].
+/// The rule and the passes, shared by [`DeepLiftConfig`] and [`DeepLiftShapConfig`].
 #[derive(Debug, Clone, Config)]
-pub struct DeepLiftConfig {
+pub struct DeepLiftRules {
     /// rule for nonlinearities
     pub rule: DeepLiftRule,
-    /// reference input
-    #[param(with = reference)]
-    pub reference: Reference,
-    /// user reference(s) or the pool for mean/distribution
-    pub reference_tensor: Option<Tensor>,
-    /// pool for mean/distribution without reference_tensor
-    #[param(recorded_if = DeepLiftConfig::reads_pool)]
-    pub pool: Pool,
-    /// seed for drawing references
-    pub seed: u64,
     /// mean-normalise logits (eq. 21)
     pub softmax: SoftmaxMode,
     /// §2.6 first-layer normalisation for one-hot inputs
@@ -86,19 +79,32 @@ pub struct DeepLiftConfig {
     pub batch_size: usize,
 }
 
+impl Default for DeepLiftRules {
+    fn default() -> Self {
+        DeepLiftRules { rule: DeepLiftRule::Rescale, softmax: SoftmaxMode::Auto, onehot: false, eps: rules::DEFAULT_EPS, batch_size: 32 }
+    }
+}
+
+/// Configuration of [`DeepLift`].
+#[derive(Debug, Clone, Config)]
+pub struct DeepLiftConfig {
+    /// reference input
+    #[param(with = reference)]
+    pub reference: Reference,
+    /// user reference(s) or the pool for mean/distribution
+    pub reference_tensor: Option<Tensor>,
+    /// pool for mean/distribution without reference_tensor
+    #[param(recorded_if = DeepLiftConfig::reads_pool)]
+    pub pool: Pool,
+    /// seed for drawing references
+    pub seed: u64,
+    #[param(flatten)]
+    pub rules: DeepLiftRules,
+}
+
 impl Default for DeepLiftConfig {
     fn default() -> Self {
-        DeepLiftConfig {
-            rule: DeepLiftRule::Rescale,
-            reference: Reference::Zero,
-            reference_tensor: None,
-            pool: Pool::None,
-            seed: 0,
-            softmax: SoftmaxMode::Auto,
-            onehot: false,
-            eps: rules::DEFAULT_EPS,
-            batch_size: 32,
-        }
+        DeepLiftConfig { reference: Reference::Zero, reference_tensor: None, pool: Pool::None, seed: 0, rules: DeepLiftRules::default() }
     }
 }
 
@@ -106,7 +112,7 @@ impl DeepLiftConfig {
     /// `pool` is read (and recorded) only by mean/distribution without a tensor, so
     /// other configs keep their run keys.
     fn reads_pool(&self) -> bool {
-        matches!(self.reference, Reference::Mean | Reference::Distribution(_)) && self.reference_tensor.is_none()
+        matches!(self.reference, Reference::Mean | Reference::Distribution(_) | Reference::Every) && self.reference_tensor.is_none()
     }
 }
 
@@ -119,7 +125,7 @@ mod reference {
     use lumen_core::{Error, Result};
     use std::collections::BTreeMap;
 
-    const WORDS: &[&str] = &["zero", "constant", "blur", "mean", "tensor", "distribution"];
+    const WORDS: &[&str] = &["zero", "constant", "blur", "mean", "tensor", "distribution", "every"];
     // The numbers' defaults when the default reference does not fix them.
     const VALUE: f64 = 0.0;
     const SIGMA: f64 = 3.0;
@@ -133,6 +139,7 @@ mod reference {
             Reference::Mean => ("mean", None),
             Reference::Tensor => ("tensor", None),
             Reference::Distribution(n) => ("distribution", Some(("n_references", n.to_string()))),
+            Reference::Every => ("every", None),
         }
     }
 
@@ -160,6 +167,7 @@ mod reference {
             "mean" => Reference::Mean,
             "tensor" => Reference::Tensor,
             "distribution" => Reference::Distribution(a.positive("n_references")?),
+            "every" => Reference::Every,
             "zero" => Reference::Zero,
             other => return Err(Error::bad_param(a.method(), name, format!("'{other}' is not one of {}", WORDS.join(", ")))),
         })
@@ -186,15 +194,15 @@ impl DeepLift {
     }
 
     fn settings(&self) -> DeepLiftSettings {
-        DeepLiftSettings { eps: self.config.eps }
+        DeepLiftSettings { eps: self.config.rules.eps }
     }
 
     fn composite(&self) -> RuleMap {
-        let m = match self.config.rule {
+        let m = match self.config.rules.rule {
             DeepLiftRule::Rescale => rules::rescale_composite(&self.settings()),
             DeepLiftRule::RevealCancel => rules::revealcancel_composite(&self.settings()),
         };
-        if self.config.onehot {
+        if self.config.rules.onehot {
             m.prepend(Matcher::FirstParam, Arc::new(OneHotNormalize))
         } else {
             m
@@ -242,12 +250,23 @@ impl DeepLift {
                 let idx = Tensor::from_vec(idx, b * r, pool.device())?;
                 (pool.index_select(&idx, 0)?.to_device(xs.device())?, *r)
             }
+            Reference::Every => {
+                // `pool` is the block of the background this pass covers.
+                let pool = pool.as_ref().ok_or_else(|| no_pool("every", &item))?;
+                let k = pool.dim(0)?;
+                let mut shape = vec![b, k];
+                shape.extend(&item);
+                let rows = pool.to_device(xs.device())?.unsqueeze(0)?.broadcast_as(shape)?.contiguous()?;
+                let mut flat = vec![b * k];
+                flat.extend(&item);
+                (rows.reshape(flat)?, k)
+            }
         })
     }
 
     /// The pool of examples that `mean` and `distribution` draw from.
     fn pool(&self, model: &dyn Classifier) -> Result<Option<Tensor>> {
-        if !matches!(self.config.reference, Reference::Mean | Reference::Distribution(_)) {
+        if !matches!(self.config.reference, Reference::Mean | Reference::Distribution(_) | Reference::Every) {
             return Ok(None);
         }
         let dev = model.device();
@@ -392,7 +411,7 @@ impl Method for DeepLift {
         if matches!(config.reference, Reference::Tensor) && config.reference_tensor.is_none() {
             return Err(Error::bad_param("deeplift", "reference_tensor", "is required with reference=tensor"));
         }
-        if !(config.eps >= 0.0) {
+        if !(config.rules.eps >= 0.0) {
             return Err(Error::bad_param("deeplift", "eps", "must be ≥ 0"));
         }
         Ok(DeepLift { config })
@@ -406,12 +425,12 @@ impl Method for DeepLift {
         })?;
         let target = prepare(model, inputs, target)?;
         let softmax_in = before_softmax(net);
-        let normalise = match self.config.softmax {
+        let normalise = match self.config.rules.softmax {
             SoftmaxMode::Auto => softmax_in.is_some(),
             SoftmaxMode::On => true,
             SoftmaxMode::Off => false,
         };
-        let stop_after = if self.config.softmax == SoftmaxMode::Off { None } else { softmax_in };
+        let stop_after = if self.config.rules.softmax == SoftmaxMode::Off { None } else { softmax_in };
         let pool = self.pool(model)?;
         let mut rng = StdRng::seed_from_u64(self.config.seed);
         let (mut parts, mut sums, mut deltas) = (vec![], vec![], vec![]);
@@ -419,16 +438,36 @@ impl Method for DeepLift {
         // input when it has more references), so memory does not grow with
         // n_references. References come from one stream in order, so chunking does
         // not change them.
+        let bs = self.config.rules.batch_size;
+        // `every` walks the background in blocks of at most `batch_size` rows and
+        // weighs each block by its share, so memory stays bounded by the batch size.
+        let blocks: Vec<(Option<Tensor>, usize)> = match (&self.config.reference, &pool) {
+            (Reference::Every, Some(p)) => chunks(p.dim(0)?, bs).map(|r| Ok((Some(p.narrow(0, r.start, r.len())?), r.len()))).collect::<Result<_>>()?,
+            _ => vec![(pool.clone(), 1)],
+        };
+        if blocks.is_empty() || pool.as_ref().is_some_and(|p| p.dim(0).ok() == Some(0)) {
+            return Err(Error::bad_param(Self::NAME, "reference_tensor", "the pool of references is empty"));
+        }
+        let total: usize = blocks.iter().map(|(_, n)| n).sum();
         let refs = match self.config.reference {
             Reference::Distribution(n) => n.max(1),
+            Reference::Every => blocks[0].1,
             _ => 1,
         };
-        for r in chunks(inputs.dim(0)?, (self.config.batch_size / refs).max(1)) {
+        for r in chunks(inputs.dim(0)?, (bs / refs).max(1)) {
             let x = inputs.narrow(0, r.start, r.len())?;
-            let (c, s, d) = self.chunk(model, &x, &target.select(r), &pool, &mut rng, normalise, &stop_after)?;
-            parts.push(c);
-            sums.extend(s);
-            deltas.extend(d);
+            let (mut c_acc, mut s_acc, mut d_acc) = (None::<Tensor>, vec![0f32; r.len()], vec![0f32; r.len()]);
+            for (block, n) in &blocks {
+                let w = *n as f32 / total as f32;
+                let (c, s, d) = self.chunk(model, &x, &target.select(r.clone()), block, &mut rng, normalise, &stop_after)?;
+                let c = if blocks.len() == 1 { c } else { c.affine(w as f64, 0.0)? };
+                c_acc = Some(match c_acc { None => c, Some(a) => (a + c)? });
+                s_acc.iter_mut().zip(s).for_each(|(a, v)| *a += w * v);
+                d_acc.iter_mut().zip(d).for_each(|(a, v)| *a += w * v);
+            }
+            parts.push(c_acc.ok_or_else(|| Error::bad_param(Self::NAME, "reference_tensor", "the pool of references is empty"))?);
+            sums.extend(s_acc);
+            deltas.extend(d_acc);
         }
         let errors: Vec<f32> = sums.iter().zip(&deltas).map(|(s, d)| s - d).collect();
         let max_rel = errors.iter().zip(&deltas).map(|(e, d)| e.abs() / d.abs().max(1e-6)).fold(0f32, f32::max);
@@ -444,6 +483,89 @@ impl Method for DeepLift {
 }
 
 lumen_core::submit_method!(DeepLift);
+
+/// Configuration of [`DeepLiftShap`]: DeepLIFT against a distribution of references.
+#[derive(Debug, Clone, Config)]
+pub struct DeepLiftShapConfig {
+    /// the reference distribution: a [K, ...] tensor of references
+    pub reference_tensor: Option<Tensor>,
+    /// where references are drawn from without reference_tensor
+    #[param(recorded_if = DeepLiftShapConfig::reads_pool)]
+    pub pool: Pool,
+    /// references drawn (seeded, with replacement) per input; 0 = every row of the background
+    #[param(max = 10_000)]
+    pub n_references: usize,
+    /// seed for drawing references
+    pub seed: u64,
+    #[param(flatten)]
+    pub rules: DeepLiftRules,
+}
+
+impl Default for DeepLiftShapConfig {
+    fn default() -> Self {
+        // The bundled MNIST training images: a model of another shape is told to pass
+        // reference_tensor (the pool is named, never guessed).
+        DeepLiftShapConfig { reference_tensor: None, pool: Pool::MnistTrain, n_references: 16, seed: 0, rules: DeepLiftRules::default() }
+    }
+}
+
+impl DeepLiftShapConfig {
+    fn reads_pool(&self) -> bool {
+        self.reference_tensor.is_none()
+    }
+}
+
+/// DeepLIFT-SHAP (Lundberg & Lee 2017, §4.2; Captum's `DeepLiftShap`): DeepLIFT
+/// contributions averaged over references drawn from a background distribution, an
+/// approximation of SHAP values. It is `deeplift` with `reference=distribution`
+/// (`n_references` seeded draws) or, with `n_references=0`, `reference=every` (every
+/// row of the background, as Captum does), registered under its own name with the
+/// background as the default; the summation holds against `f(x) − mean f(ref)`.
+///
+/// ```text
+/// lumen explain --method deeplift_shap --param n_references=32
+/// lumen explain --method deeplift_shap --param reference_tensor=background.safetensors
+/// ```
+#[derive(Debug, Clone)]
+pub struct DeepLiftShap {
+    pub config: DeepLiftShapConfig,
+    deeplift: DeepLift,
+}
+
+impl Method for DeepLiftShap {
+    const NAME: &'static str = "deeplift_shap";
+    const SUMMARY: &'static str = "DeepLIFT-SHAP: DeepLIFT averaged over references drawn from a background distribution";
+    type Config = DeepLiftShapConfig;
+    const PROPS: MethodProps = MethodProps { stochastic: true, ..DeepLift::PROPS };
+    fn props_of(c: &DeepLiftShapConfig) -> MethodProps {
+        MethodProps { stochastic: c.n_references > 0, ..Self::PROPS }
+    }
+    fn new(config: DeepLiftShapConfig) -> Result<Self> {
+        let c = config.clone();
+        let deeplift = <DeepLift as Method>::new(DeepLiftConfig {
+            reference: match c.n_references {
+                0 => Reference::Every,
+                n => Reference::Distribution(n),
+            },
+            reference_tensor: c.reference_tensor,
+            pool: c.pool,
+            seed: c.seed,
+            rules: c.rules,
+        })?;
+        Ok(DeepLiftShap { config, deeplift })
+    }
+    fn config(&self) -> &DeepLiftShapConfig {
+        &self.config
+    }
+    fn explain(&self, model: &dyn Classifier, inputs: &Tensor, target: &Target) -> Result<Explanation> {
+        let mut e = self.deeplift.explain(model, inputs, target)?;
+        e.method = Self::NAME.to_string();
+        e.params = self.params();
+        Ok(e)
+    }
+}
+
+lumen_core::submit_method!(DeepLiftShap);
 
 #[cfg(test)]
 mod tests {
@@ -544,7 +666,7 @@ mod genomics_layers {
             for onehot in [false, true] {
                 for rule in [DeepLiftRule::Rescale, DeepLiftRule::RevealCancel] {
                     for softmax in [SoftmaxMode::Off, SoftmaxMode::On] {
-                        let dl = DeepLift::new(DeepLiftConfig { onehot, rule, softmax, batch_size: 4, ..Default::default() });
+                        let dl = DeepLift::new(DeepLiftConfig { rules: DeepLiftRules { onehot, rule, softmax, batch_size: 4, ..Default::default() }, ..Default::default() });
                         let e = dl.attribute(&m, &x, &Target::Class(1)).unwrap();
                         let get = |k: &str| -> Vec<f64> {
                             e.diagnostics[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
@@ -568,6 +690,82 @@ mod genomics_layers {
                 }
             }
         }
+    }
+
+    /// deeplift_shap is deeplift with reference=distribution under its own name and
+    /// defaults: the same draws give the same map, and Σ C = f(x) − mean f(ref).
+    #[test]
+    fn deeplift_shap_is_deeplift_over_a_distribution() {
+        use lumen_core::config::NoMethods;
+        use lumen_core::Params;
+        let m = net(5);
+        let (x, pool) = (onehot(3, 1), onehot(7, 2));
+        let path = std::env::temp_dir().join(format!("lumen-dlshap-{}.safetensors", std::process::id()));
+        lumen_core::io::save_safetensors(&path, &[("reference".to_string(), pool.clone())].into_iter().collect()).unwrap();
+        let p = path.to_string_lossy().to_string();
+        let shap = <DeepLiftShap as Method>::from_params(
+            &Params::new().with("reference_tensor", p.as_str()).with("n_references", 5i64).with("seed", 3i64).with("rule", "revealcancel"),
+            &NoMethods,
+        )
+        .unwrap();
+        let dl = <DeepLift as Method>::from_params(
+            &Params::new()
+                .with("reference", "distribution")
+                .with("reference_tensor", p.as_str())
+                .with("n_references", 5i64)
+                .with("seed", 3i64)
+                .with("rule", "revealcancel"),
+            &NoMethods,
+        )
+        .unwrap();
+        std::fs::remove_file(&path).ok();
+        let t = Target::Classes(vec![0, 1, 1]);
+        let (a, b) = (shap.attribute(&m, &x, &t).unwrap(), dl.attribute(&m, &x, &t).unwrap());
+        assert_eq!(a.attribution().flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.attribution().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!((a.method.as_str(), a.seed), ("deeplift_shap", Some(3)));
+        assert_eq!((a.params["n_references"].as_str(), a.params["rule"].as_str()), ("5", "revealcancel"));
+        assert!(!a.params.contains_key("pool") && !a.params.contains_key("reference"), "{:?}", a.params);
+        let s = a.facts.summation.as_ref().unwrap();
+        for (e, d) in s.error.iter().zip(&s.delta) {
+            assert!(e.abs() <= 1e-4 * d.abs().max(1e-3), "{e} vs {d}");
+        }
+        // A new seed draws other references; the defaults name the MNIST pool, which
+        // a [4, 40] model refuses with a clear error.
+        let other = <DeepLiftShap as Method>::new(DeepLiftShapConfig { seed: 4, reference_tensor: Some(pool.clone()), n_references: 5, ..Default::default() }).unwrap();
+        assert_ne!(flat_of(&other.attribute(&m, &x, &t).unwrap()), flat_of(&a));
+        let err = <DeepLiftShap as Method>::new(DeepLiftShapConfig::default()).unwrap().attribute(&m, &x, &t).unwrap_err().to_string();
+        assert!(err.contains("mnist-train") && err.contains("[4, 40]"), "{err}");
+        assert!(<DeepLiftShap as Method>::from_params(&Params::new().with("n_references", 10_001i64), &NoMethods).is_err());
+        assert!(<DeepLiftShap as Method>::new(DeepLiftShapConfig::default()).unwrap().props().stochastic);
+        // n_references=0: every row of the background, in blocks of batch_size rows,
+        // is the plain mean of the single-reference maps (Captum's DeepLiftShap).
+        let every = <DeepLiftShap as Method>::new(DeepLiftShapConfig {
+            reference_tensor: Some(pool.clone()),
+            n_references: 0,
+            rules: DeepLiftRules { batch_size: 3, ..Default::default() },
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!every.props().stochastic);
+        let got = flat_of(&every.attribute(&m, &x, &t).unwrap());
+        let mut want = vec![0f32; got.len()];
+        for j in 0..pool.dim(0).unwrap() {
+            let one = DeepLift::new(DeepLiftConfig {
+                reference: Reference::Tensor,
+                reference_tensor: Some(pool.get(j).unwrap()),
+                ..Default::default()
+            });
+            for (w, v) in want.iter_mut().zip(flat_of(&one.attribute(&m, &x, &t).unwrap())) {
+                *w += v / pool.dim(0).unwrap() as f32;
+            }
+        }
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
+
+    fn flat_of(e: &Explanation) -> Vec<f32> {
+        e.attribution().flatten_all().unwrap().to_vec1::<f32>().unwrap()
     }
 
     /// §2.6 keeps the value of one-hot inputs: the first layer's output is unchanged.

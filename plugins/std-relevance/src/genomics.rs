@@ -2,7 +2,7 @@
 //! the motif-recovery experiment: on correctly predicted positives, which share of
 //! each sequence's top-k scoring positions falls inside the planted motifs.
 
-use crate::deeplift::{DeepLift, DeepLiftConfig, Reference, SoftmaxMode};
+use crate::deeplift::{DeepLift, DeepLiftConfig, DeepLiftRules, Reference, SoftmaxMode};
 use lumen_core::candle::{Device, Tensor, D};
 use lumen_core::candle_nn;
 use lumen_core::data::genomics::{Genomics, GenomicsConfig, Sequence, MOTIFS};
@@ -229,14 +229,13 @@ pub fn experiment(model: &dyn Classifier, cfg: &ExperimentConfig, device: &Devic
     if chosen.is_empty() {
         return Err(Error::Data("no correctly predicted positive to explain".into()));
     }
+    let rules = DeepLiftRules { softmax: SoftmaxMode::On, batch_size: 64, ..Default::default() };
     let deeplift = DeepLift::new(DeepLiftConfig {
         reference: Reference::Zero,
-        onehot: true,
-        softmax: SoftmaxMode::On,
-        batch_size: 64,
+        rules: DeepLiftRules { onehot: true, ..rules.clone() },
         ..Default::default()
     });
-    let plain = DeepLift::new(DeepLiftConfig { reference: Reference::Zero, softmax: SoftmaxMode::On, batch_size: 64, ..Default::default() });
+    let plain = DeepLift::new(DeepLiftConfig { reference: Reference::Zero, rules, ..Default::default() });
     type Scorer<'a> = Box<dyn Fn(&Tensor) -> Result<(Tensor, f64)> + 'a>;
     let dl = |m: &'_ DeepLift, x: &Tensor| -> Result<(Tensor, f64)> {
         let e = m.attribute(model, x, &Target::Class(1))?;

@@ -1,5 +1,6 @@
 //! Relevance methods and their rules: DeepLIFT (Rescale and RevealCancel, with
-//! references and a distribution of references) and LRP (composites of LRP rules),
+//! references and a distribution of references, also registered as DeepLIFT-SHAP,
+//! `deeplift_shap`) and LRP (composites of LRP rules),
 //! plus the genomics model of DeepLIFT §3.2. The rules and their composite presets
 //! are in [`rules`].
 
@@ -16,4 +17,5 @@ lumen_dylib::declare_pack!();
 
 // Gallery columns of this pack's methods (see lumen_core::present).
 lumen_core::submit_gallery_preset!("deeplift", 70, None, &[]);
+lumen_core::submit_gallery_preset!("deeplift_shap", 71, None, &[("n_references", "8")]);
 lumen_core::submit_gallery_preset!("lrp", 80, None, &[]);

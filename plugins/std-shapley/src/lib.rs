@@ -6,6 +6,8 @@
 //! ([`mask::MaskSpec`]: grid cells, SLIC superpixels, a mask file or sequence
 //! segments) and its baseline through core's [`lumen_core::baseline`]; all
 //! coalitions of a batch go through the model in `batch_size` chunks ([`game`]).
+//! [`xrai`] reuses the pack's SLIC to rank multi-scale regions of an inner
+//! (gradient) method's map.
 
 pub mod ablation;
 pub mod game;
@@ -18,6 +20,7 @@ pub mod rise;
 pub mod shapley;
 pub mod slic;
 pub mod surrogate;
+pub mod xrai;
 
 pub use ablation::{FeatureAblation, FeatureAblationConfig, FeaturePermutation, FeaturePermutationConfig};
 pub use game::Features;
@@ -27,6 +30,7 @@ pub use mask::{FeatureMask, MaskSpec};
 pub use partition_shap::{PartitionShap, PartitionShapConfig};
 pub use rise::{Rise, RiseConfig};
 pub use shapley::{ShapleyExact, ShapleyExactConfig, ShapleySampling, ShapleySamplingConfig};
+pub use xrai::{Xrai, XraiConfig};
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}
@@ -42,6 +46,7 @@ lumen_core::submit_method!(KernelShap);
 lumen_core::submit_method!(Lime);
 lumen_core::submit_method!(Rise);
 lumen_core::submit_method!(PartitionShap);
+lumen_core::submit_method!(Xrai);
 
 #[cfg(test)]
 mod tests;
@@ -56,3 +61,4 @@ lumen_core::submit_gallery_preset!("kernel_shap", 114, None, &[("samples", "256"
 lumen_core::submit_gallery_preset!("partition_shap", 115, None, &[]);
 lumen_core::submit_gallery_preset!("lime", 116, None, &[("samples", "300")]);
 lumen_core::submit_gallery_preset!("rise", 117, None, &[("samples", "500")]);
+lumen_core::submit_gallery_preset!("xrai", 118, None, &[]);

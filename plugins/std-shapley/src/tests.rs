@@ -321,3 +321,220 @@ fn permutation_swaps_features_between_examples() {
         assert!((v[0][i] - moved).abs() < 1e-5 || v[0][i].abs() < 1e-12, "feature {i}: {} vs {moved}", v[0][i]);
     }
 }
+
+// ---- XRAI ----
+
+/// The greedy step by hand: a = [3, 1, −1, 2], candidates {0,1}, {1,2}, {3}.
+/// Densities 2, 0, 2: {0,1} wins the tie (lowest index); then {3} (2) beats {1,2},
+/// which now adds only pixel 2 (−1); then {1,2} (−1).
+#[test]
+fn xrai_greedy_by_hand() {
+    let a = [3.0, 1.0, -1.0, 2.0];
+    let cands = vec![vec![0, 1], vec![1, 2], vec![3]];
+    let r = xrai::greedy(&a, &cands, 1, 1.0);
+    assert_eq!((r.order.clone(), r.gains.clone()), (vec![0, 2, 1], vec![2.0, 2.0, -1.0]));
+    assert_eq!(r.values, vec![2.0, 2.0, -1.0, 2.0]);
+    assert_eq!(r.rank, vec![1, 1, 3, 2]);
+    // area = 0.5: two pixels suffice; the uncovered get the lowest gain selected.
+    let r = xrai::greedy(&a, &cands, 1, 0.5);
+    assert_eq!((r.order.clone(), r.values.clone(), r.rank.clone()), (vec![0], vec![2.0; 4], vec![1, 1, 0, 0]));
+    // min_new = 2: {3} is dropped at once, {1,2} once {0,1} took pixel 1.
+    let r = xrai::greedy(&a, &cands, 2, 1.0);
+    assert_eq!((r.order.clone(), r.rank.clone()), (vec![0], vec![1, 1, 0, 0]));
+    // Negative gains: the uncovered pixel sits at the lowest one, not at 0.
+    let r = xrai::greedy(&[-1.0, -3.0, 5.0], &[vec![0], vec![1]], 1, 1.0);
+    assert_eq!((r.values, r.rank), (vec![-1.0, -3.0, -3.0], vec![1, 2, 0]));
+    // Gains need not fall: {1,2} (3) takes the −4 away from {2,3}, whose rest {3}
+    // then scores 4; the rank, not the value, is the selection order.
+    let r = xrai::greedy(&[0.0, 10.0, -4.0, 4.0], &[vec![1, 2], vec![2, 3], vec![0]], 1, 1.0);
+    assert_eq!((r.gains, r.values, r.rank), (vec![3.0, 4.0, 0.0], vec![0.0, 3.0, 3.0, 4.0], vec![3, 1, 1, 2]));
+    // No candidate: nothing covered, all 0.
+    let r = xrai::greedy(&a, &[], 1, 1.0);
+    assert_eq!((r.values, r.order.len()), (vec![0.0; 4], 0));
+}
+
+/// Brute force over sets, written independently: every step recomputes `s ∖ M` of
+/// every candidate from scratch; returns (order, gains, value map) with the same
+/// conventions (ties to the lowest index, uncovered = lowest gain).
+fn xrai_brute(a: &[f64], cands: &[Vec<usize>], min_new: usize, area: f64) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
+    use std::collections::BTreeSet;
+    let n = a.len();
+    let mut m: BTreeSet<usize> = BTreeSet::new();
+    let mut value: Vec<Option<f64>> = vec![None; n];
+    let (mut order, mut gains) = (vec![], vec![]);
+    while (m.len() as f64) < area * n as f64 - 1e-9 {
+        let mut best: Option<(usize, f64, Vec<usize>)> = None;
+        for (i, s) in cands.iter().enumerate() {
+            let new: Vec<usize> = s.iter().copied().filter(|p| !m.contains(p)).collect();
+            if new.is_empty() || new.len() < min_new {
+                continue;
+            }
+            let g = new.iter().map(|&p| a[p]).sum::<f64>() / new.len() as f64;
+            if best.as_ref().map(|b| g > b.1).unwrap_or(true) {
+                best = Some((i, g, new));
+            }
+        }
+        let Some((i, g, new)) = best else { break };
+        for p in new {
+            m.insert(p);
+            value[p] = Some(g);
+        }
+        order.push(i);
+        gains.push(g);
+    }
+    let low = gains.iter().cloned().fold(f64::INFINITY, f64::min);
+    let low = if gains.is_empty() { 0.0 } else { low };
+    (order, gains, value.into_iter().map(|v| v.unwrap_or(low)).collect())
+}
+
+fn xrai_cfg(inner: Arc<dyn Attributor>) -> XraiConfig {
+    XraiConfig { inner: lumen_core::Nested::built(inner), segments: vec![2, 4, 9], ..Default::default() }
+}
+
+/// The candidates are the SLIC segments of every scale, dilated by a disk; the
+/// greedy step matches the brute force on them (integer values: many exact ties).
+#[test]
+fn xrai_candidates_and_greedy_match_brute_force() {
+    let img: Vec<f32> = image(20);
+    let base = xrai_cfg(Arc::new(lumen_std_gradients::Saliency::default()));
+    let plain = xrai::candidates(&img, 1, H, W, &XraiConfig { dilation: 0, ..base.clone() }).unwrap();
+    // Undilated: each scale partitions the image.
+    let mut at = 0;
+    for &k in &base.segments {
+        let s = crate::slic::slic(&img, 1, H, W, k, base.compactness, 10).unwrap();
+        let mut seen = vec![0; H * W];
+        for c in &plain[at..at + s.count] {
+            c.iter().for_each(|&p| seen[p] += 1);
+        }
+        assert!(seen.iter().all(|&v| v == 1), "scale {k}: {seen:?}");
+        at += s.count;
+    }
+    assert_eq!(at, plain.len());
+    // Radius 1: the segment and its 4-neighbours inside the image.
+    let dil = xrai::candidates(&img, 1, H, W, &base).unwrap();
+    for (p0, d) in plain.iter().zip(&dil) {
+        let mut want: Vec<usize> = (0..H * W)
+            .filter(|&q| {
+                let (y, x) = ((q / W) as i64, (q % W) as i64);
+                p0.iter().any(|&p| ((p / W) as i64 - y).abs() + ((p % W) as i64 - x).abs() <= 1)
+            })
+            .collect();
+        want.sort();
+        assert_eq!(d, &want);
+    }
+    let mut r = StdRng::seed_from_u64(21);
+    for trial in 0..20 {
+        let a: Vec<f64> = (0..H * W).map(|_| r.gen_range(-4..=4) as f64).collect();
+        let (min_new, area) = [(1, 1.0), (2, 1.0), (1, 0.4), (3, 0.75)][trial % 4];
+        let g = xrai::greedy(&a, &dil, min_new, area);
+        let (order, gains, values) = xrai_brute(&a, &dil, min_new, area);
+        assert_eq!((&g.order, &g.gains, &g.values), (&order, &gains, &values), "trial {trial}");
+        assert!(g.order.iter().zip(1..).all(|(&i, k)| dil[i].iter().any(|&p| g.rank[p] == k)));
+    }
+}
+
+/// A linear model on 2-channel 6×6 images, f = Σ w ⊙ x: input × gradient is w ⊙ x,
+/// so XRAI's map is the greedy map of Σ_c w_c x_c over the image's candidates, the
+/// same on both channels.
+#[test]
+fn xrai_on_a_linear_model_is_the_greedy_map_of_w_times_x() {
+    let n = 2 * H * W;
+    let mut r = StdRng::seed_from_u64(22);
+    let wt: Vec<f32> = (0..n).map(|_| r.gen_range(-1.0..1.0)).collect();
+    let specs = vec![
+        LayerSpec::new("flatten", LayerKind::Flatten),
+        LayerSpec::new("fc", LayerKind::Linear { in_features: n, out_features: 1, bias: false }),
+    ];
+    let vb = VarBuilder::from_tensors(HashMap::from([("fc.weight".to_string(), t(wt.clone(), &[1, n]))]), DType::F32, &D);
+    let net = Network::from_spec(&specs, vb).unwrap();
+    let labels = vec!["0".into()];
+    let info = ModelInfo { name: "lin2".into(), input_shape: vec![2, H, W], labels, input_range: (0.0, 1.0), card: None };
+    let m = NetworkModel::new(info, net, &D).unwrap();
+    let x: Vec<f32> = [image(23), image(24)].concat();
+    let xs = t(x.clone(), &[1, 2, H, W]);
+    let cfg = xrai_cfg(Arc::new(lumen_std_gradients::InputXGradient::default()));
+    let e = Xrai::new(cfg.clone()).unwrap().attribute(&m, &xs, &Target::Class(0)).unwrap();
+    let a: Vec<f64> = (0..H * W).map(|p| (wt[p] * x[p]) as f64 + (wt[H * W + p] * x[H * W + p]) as f64).collect();
+    let (order, gains, values) = xrai_brute(&a, &xrai::candidates(&x, 2, H, W, &cfg).unwrap(), 1, 1.0);
+    let map = e.attribution().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for c in 0..2 {
+        for p in 0..H * W {
+            assert!((map[c * H * W + p] as f64 - values[p]).abs() < 1e-5, "channel {c} pixel {p}");
+        }
+    }
+    assert_eq!(diag(&e, "regions"), vec![order.len() as f64]);
+    let g: Vec<Vec<f64>> = serde_json::from_value(e.diagnostics["region_gains"].clone()).unwrap();
+    assert!(close(&g[0], &gains, 1e-5));
+    // Full area: every pixel ranked, and its value is the gain of its region.
+    let rank = e.tensor("region_rank").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(rank.iter().all(|&k| k >= 1.0));
+    assert!((0..H * W).all(|p| (map[p] as f64 - gains[rank[p] as usize - 1]).abs() < 1e-5));
+    assert!(!Xrai::new(cfg).unwrap().props().completeness);
+}
+
+/// area < 1 stops early: uncovered pixels have rank 0 and the lowest gain selected.
+#[test]
+fn xrai_partial_area_leaves_pixels_uncovered() {
+    let m = mlp();
+    let xs = t(image(25), &[1, 1, H, W]);
+    let cfg = XraiConfig { area: 0.3, ..xrai_cfg(Arc::new(lumen_std_gradients::Saliency::default())) };
+    let e = Xrai::new(cfg).unwrap().attribute(&m, &xs, &Target::Class(1)).unwrap();
+    let map = e.attribution().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let rank = e.tensor("region_rank").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let covered = rank.iter().filter(|&&k| k > 0.0).count();
+    assert!(covered as f64 >= 0.3 * (H * W) as f64 && covered < H * W, "{covered}");
+    let gains: Vec<Vec<f64>> = serde_json::from_value(e.diagnostics["region_gains"].clone()).unwrap();
+    let low = gains[0].iter().cloned().fold(f64::INFINITY, f64::min) as f32;
+    assert!(rank.iter().zip(&map).filter(|(k, _)| **k == 0.0).all(|(_, v)| (*v - low).abs() < 1e-6));
+    assert!(map.iter().all(|v| *v >= low - 1e-6));
+}
+
+/// A batch gives its examples' maps; XRAI is reachable by name with inner=saliency;
+/// bad parameters and non-image inputs are clear errors.
+#[test]
+fn xrai_batch_registry_and_errors() {
+    lumen_std_gradients::link();
+    let reg = lumen_core::registry::Registry::from_inventory().unwrap();
+    let build = |pairs: &[&str]| reg.build_method("xrai", &lumen_core::Params::parse_pairs(pairs).unwrap());
+    let meth = build(&["inner=saliency", "segments=3,6", "dilation=1"]).unwrap();
+    assert_eq!(meth.name(), "xrai");
+    let p = meth.params();
+    assert_eq!((p["inner"].as_str(), p["segments"].as_str(), p["area"].as_str()), ("saliency", "3,6", "1"));
+    let m = mlp();
+    let (a, b) = (image(26), image(27));
+    let both = t([a.clone(), b.clone()].concat(), &[2, 1, H, W]);
+    let tg = Target::Classes(vec![0, 2]);
+    let e = meth.attribute(&m, &both, &tg).unwrap();
+    let batch = e.attribution().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(e.diagnostics["inner_method"], "saliency");
+    for (i, (x, k)) in [(a, 0), (b, 2)].into_iter().enumerate() {
+        let one = meth.attribute(&m, &t(x, &[1, 1, H, W]), &Target::Class(k)).unwrap();
+        let one = one.attribution().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(one.iter().zip(&batch[i * H * W..]).all(|(x, y)| (x - y).abs() < 1e-6), "example {i}");
+    }
+    // The default inner method is integrated gradients.
+    let d = build(&["inner.steps=4"]).unwrap();
+    assert_eq!(d.params()["inner"], "integrated_gradients");
+    assert!(d.attribute(&m, &both, &tg).is_ok());
+    for (pair, name) in [
+        ("segments=0", "segments"),
+        ("segments=2.5", "segments"),
+        ("segments=", "segments"),
+        ("area=0", "area"),
+        ("area=1.5", "area"),
+        ("compactness=-1", "compactness"),
+        ("min_new_pixels=0", "min_new_pixels"),
+    ] {
+        let e = build(&["inner=saliency", pair]).err().unwrap().to_string();
+        assert!(e.contains(name), "{pair}: {e}");
+    }
+    // A flat model: [B, 36] fits it, but XRAI needs images.
+    let specs = vec![LayerSpec::new("fc", LayerKind::Linear { in_features: H * W, out_features: 1, bias: false })];
+    let w = HashMap::from([("fc.weight".to_string(), t(vec![0.5; H * W], &[1, H * W]))]);
+    let vb = VarBuilder::from_tensors(w, DType::F32, &D);
+    let labels = vec!["0".into()];
+    let info = ModelInfo { name: "flat".into(), input_shape: vec![H * W], labels, input_range: (0.0, 1.0), card: None };
+    let flat = NetworkModel::new(info, Network::from_spec(&specs, vb).unwrap(), &D).unwrap();
+    let e = meth.attribute(&flat, &t(image(28), &[1, H * W]), &Target::Class(0)).unwrap_err().to_string();
+    assert!(e.contains("[B, C, H, W]"), "{e}");
+}
