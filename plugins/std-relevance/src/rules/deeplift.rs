@@ -16,6 +16,7 @@
 use lumen_core::candle::{DType, Tensor, TensorId, Var};
 use lumen_core::model::{LayerKind, Node};
 use lumen_core::rules::{settings, surrogate, Matcher, Rule, RuleCtx, RuleMap};
+use super::fused;
 use lumen_core::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,6 +97,13 @@ impl Rule for Rescale {
         let x = inputs[0];
         let n = split_rows(ctx, x, self.name())?;
         let y = node.forward(inputs)?;
+        if fused::on_cpu(x) {
+            let m = match node.kind {
+                LayerKind::Relu => fused::relu_rescale_multiplier(x, &y, self.eps)?,
+                _ => rescale_multiplier(node, x, &y, n, self.eps)?,
+            };
+            return fused::with_multiplier(x, &y, &m);
+        }
         let m = rescale_multiplier(node, x, &y, n, self.eps)?;
         surrogate(&y, &(x * m)?)
     }
@@ -155,6 +163,17 @@ impl Rule for MaxRoute {
         let (oh, ow) = ((h - kh) / sh + 1, (w - kw) / sw + 1);
         let plane = h * w;
         let (nout, kk) = (oh * ow, kh * kw);
+        let xf = x.contiguous()?.reshape((b, c, plane))?;
+        if fused::on_cpu(x) {
+            let deeplift = match self.routing {
+                MaxRouting::Winner => None,
+                MaxRouting::DeepLift => Some((split_rows(ctx, x, self.name())?, self.eps)),
+            };
+            let g = fused::PoolGeom { b, c, h, w, kh, kw, sh, sw };
+            let (idx, mult) = fused::max_route(x, g, deeplift)?;
+            let s = (xf.gather(&idx, 2)? * mult.to_dtype(x.dtype())?)?.reshape(y.shape())?;
+            return surrogate(&y, &s);
+        }
         let dev = x.device();
         // Each output's window as plane positions, `[nout, kk]`; everything below
         // stays on the device.
@@ -229,7 +248,6 @@ impl Rule for MaxRoute {
         };
         let idx = idx.reshape((b, c, nout))?;
         let mult = mult.reshape((b, c, nout))?.to_dtype(x.dtype())?;
-        let xf = x.contiguous()?.reshape((b, c, plane))?;
         let s = (xf.gather(&idx, 2)? * mult)?.reshape(y.shape())?;
         surrogate(&y, &s)
     }

@@ -129,8 +129,10 @@ struct Term {
 
 /// `z_j + ε·sign(z_j)` with `sign(0) = 1`, plus a tiny stabiliser.
 fn stabilize(z: &Tensor, eps: f64) -> Result<Tensor> {
-    let s = ((z.ge(0f32)?.to_dtype(z.dtype())? * 2.0)? - 1.0)?;
-    Ok((z + (s * (eps + STAB))?)?)
+    let c = eps + STAB;
+    // sign(z)·c as one affine map of the 0/1 mask: 2c·[z ≥ 0] − c.
+    let s = z.ge(0f32)?.to_dtype(z.dtype())?.affine(2.0 * c, -c)?;
+    Ok((z + s)?)
 }
 
 /// The surrogate for one normalised group of terms:
@@ -381,12 +383,42 @@ fn sign_mask(z: &Tensor, up: bool) -> Result<Tensor> {
     Ok(m.to_dtype(z.dtype())?)
 }
 
-lrp_rule!(Zero, "lrp_0", |_r, node, p| {
-    group(node, p.a, &[term(p.ad.clone(), p.w.clone(), p.b.cloned(), 1.0)], 0.0, 1.0, None)?
-});
-lrp_rule!(Epsilon, "lrp_epsilon", |r, node, p| {
-    group(node, p.a, &[term(p.ad.clone(), p.w.clone(), p.b.cloned(), 1.0)], r.epsilon, 1.0, None)?
-});
+/// LRP-0 and LRP-ε, whose `q_ij = a_i w_ij` is the layer itself: one forward of the
+/// layer on the hooked input gives the value `z`, and a hook on `z` scales the
+/// gradient by `1/(z ± ε)`, so the input's gradient is `a ⊙ wᵀ(R / (z ± ε))`, as the
+/// general `group` computes it with three affine passes instead of one.
+fn direct(label: &str, node: &Node, inputs: &[&Tensor], eps: f64) -> Result<Tensor> {
+    if !node.kind.is_affine_param() {
+        return Err(Error::msg(format!(
+            "{label} applies to conv and linear layers, not to '{}' ({})",
+            node.name,
+            node.kind.type_name()
+        )));
+    }
+    let m = inputs[0].detach();
+    let hooked = grad_hook(inputs[0], move |g| g.mul(&m))?;
+    let z = node.forward(&[&hooked])?;
+    let inv = stabilize(&z.detach(), eps)?.recip()?;
+    grad_hook(&z, move |g| g.mul(&inv))
+}
+
+impl Rule for Zero {
+    fn name(&self) -> &str {
+        "lrp_0"
+    }
+    fn forward(&self, node: &Node, inputs: &[&Tensor], _ctx: &RuleCtx) -> Result<Tensor> {
+        direct("lrp_0", node, inputs, 0.0)
+    }
+}
+
+impl Rule for Epsilon {
+    fn name(&self) -> &str {
+        "lrp_epsilon"
+    }
+    fn forward(&self, node: &Node, inputs: &[&Tensor], _ctx: &RuleCtx) -> Result<Tensor> {
+        direct("lrp_epsilon", node, inputs, self.epsilon)
+    }
+}
 lrp_rule!(Gamma, "lrp_gamma", |r, node, p| {
     let (g, st) = (r.gamma, r.stabilizer);
     let bmod = |f: fn(&Tensor) -> Result<Tensor>| -> Result<Option<Tensor>> {

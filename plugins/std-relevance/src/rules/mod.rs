@@ -3,4 +3,5 @@
 //! presets, which register as this pack's items.
 
 pub mod deeplift;
+pub mod fused;
 pub mod lrp;
