@@ -13,10 +13,10 @@
 //! The threshold `eps` below which `|δx|` counts as zero (the multiplier then falls
 //! back to the gradient) is a field of each rule that uses it.
 
+use super::fused;
 use lumen_core::candle::{DType, Tensor, TensorId, Var};
 use lumen_core::model::{LayerKind, Node};
 use lumen_core::rules::{settings, surrogate, Matcher, Rule, RuleCtx, RuleMap};
-use super::fused;
 use lumen_core::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -319,6 +319,22 @@ mod tests {
         }
     }
 
+    /// The one-pass LRP-0/ε rules refuse a non-affine layer, naming it.
+    #[test]
+    fn one_pass_lrp_rules_refuse_other_layers() {
+        use crate::rules::lrp::{Epsilon, Zero};
+        use lumen_core::rules::{Rule, RuleCtx};
+        let s = vec![L::new("relu1", K::Relu)];
+        let net = Network::from_spec(&s, VarBuilder::zeros(DType::F32, &Device::Cpu)).unwrap();
+        let (_, relu) = net.node("relu1").unwrap();
+        let x = inputs(1, 0);
+        let rules: [Box<dyn Rule>; 2] = [Box::new(Zero), Box::new(Epsilon { epsilon: 1e-6 })];
+        for r in rules {
+            let e = r.forward(relu, &[&x], &RuleCtx::default()).unwrap_err().to_string();
+            assert!(e.contains(r.name()) && e.contains("'relu1'") && e.contains("conv and linear"), "{e}");
+        }
+    }
+
     #[test]
     fn lrp_winner_routing_fused_equals_tensor_ops() {
         for (seed, pool) in [(4, (2, 2)), (5, (3, 2))] {

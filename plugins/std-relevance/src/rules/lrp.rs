@@ -266,14 +266,16 @@ struct Affine<'a> {
     ad: Tensor,
 }
 
-fn affine<'a>(label: &str, node: &'a Node, inputs: &[&'a Tensor]) -> Result<Affine<'a>> {
-    if !node.kind.is_affine_param() {
-        return Err(Error::msg(format!(
-            "{label} applies to conv and linear layers, not to '{}' ({})",
-            node.name,
-            node.kind.type_name()
-        )));
+/// Conv/linear rules refuse other layers with this error.
+fn require_affine(label: &str, node: &Node) -> Result<()> {
+    if node.kind.is_affine_param() {
+        return Ok(());
     }
+    Err(Error::msg(format!("{label} applies to conv and linear layers, not to '{}' ({})", node.name, node.kind.type_name())))
+}
+
+fn affine<'a>(label: &str, node: &'a Node, inputs: &[&'a Tensor]) -> Result<Affine<'a>> {
+    require_affine(label, node)?;
     let a = inputs[0];
     let z = node.forward(inputs)?;
     let w = node.weight.as_ref().ok_or_else(|| Error::msg(format!("layer '{}' has no weight", node.name)))?;
@@ -388,13 +390,7 @@ fn sign_mask(z: &Tensor, up: bool) -> Result<Tensor> {
 /// gradient by `1/(z ± ε)`, so the input's gradient is `a ⊙ wᵀ(R / (z ± ε))`, as the
 /// general `group` computes it with three affine passes instead of one.
 fn direct(label: &str, node: &Node, inputs: &[&Tensor], eps: f64) -> Result<Tensor> {
-    if !node.kind.is_affine_param() {
-        return Err(Error::msg(format!(
-            "{label} applies to conv and linear layers, not to '{}' ({})",
-            node.name,
-            node.kind.type_name()
-        )));
-    }
+    require_affine(label, node)?;
     let m = inputs[0].detach();
     let hooked = grad_hook(inputs[0], move |g| g.mul(&m))?;
     let z = node.forward(&[&hooked])?;
