@@ -378,6 +378,14 @@ impl Classifier for Guarded<Arc<dyn Classifier>, (crate::ModelInfo, Device)> {
     fn forward_with(&self, xs: &Tensor, opts: &crate::model::ForwardOptions) -> Result<crate::model::Forward> {
         self.call(|m| m.forward_with(xs, opts))
     }
+    fn input_gradient(
+        &self,
+        xs: &Tensor,
+        seed: &Tensor,
+        opts: &crate::model::ForwardOptions,
+    ) -> Result<Option<crate::model::Reverse>> {
+        self.call(|m| m.input_gradient(xs, seed, opts))
+    }
 }
 
 impl Generator for Guarded<Arc<dyn Generator>, (String, usize, Vec<usize>)> {

@@ -134,6 +134,21 @@ pub fn predict(model: &dyn Classifier, xs: &Tensor) -> Result<Vec<usize>> {
     Ok(logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?.into_iter().map(|c| c as usize).collect())
 }
 
+/// `z_c` (or `z_a − z_b`) per example from the logits `[B, K]`, for the class
+/// targets; other targets are an error.
+pub(crate) fn class_objective(output: &Tensor, target: &Target) -> Result<Tensor> {
+    let dev = output.device();
+    let pick = |v: &[usize]| -> Result<Tensor> {
+        let idx = Tensor::from_vec(v.iter().map(|c| *c as u32).collect::<Vec<_>>(), (v.len(), 1), dev)?;
+        Ok(output.gather(&idx, 1)?)
+    };
+    Ok(match target {
+        Target::Classes(v) => pick(v)?.squeeze(1)?,
+        Target::Contrast { a, b } => (pick(a)? - pick(b)?)?.squeeze(1)?,
+        _ => return Err(Error::msg("internal: class_objective needs a class target")),
+    })
+}
+
 /// The per-example objective `[B]` for a resolved target, computed through
 /// `forward_with` (so rules apply), together with the logits when available.
 pub fn objective(
@@ -142,20 +157,10 @@ pub fn objective(
     target: &Target,
     opts: ForwardOptions,
 ) -> Result<(Tensor, Tensor)> {
-    let dev = xs.device();
     match target {
-        Target::Classes(v) => {
+        Target::Classes(_) | Target::Contrast { .. } => {
             let fwd = model.forward_with(xs, &opts)?;
-            let idx = Tensor::from_vec(v.iter().map(|c| *c as u32).collect::<Vec<_>>(), (v.len(), 1), dev)?;
-            let obj = fwd.output.gather(&idx, 1)?.squeeze(1)?;
-            Ok((obj, fwd.output))
-        }
-        Target::Contrast { a, b } => {
-            let fwd = model.forward_with(xs, &opts)?;
-            let ia = Tensor::from_vec(a.iter().map(|c| *c as u32).collect::<Vec<_>>(), (a.len(), 1), dev)?;
-            let ib = Tensor::from_vec(b.iter().map(|c| *c as u32).collect::<Vec<_>>(), (b.len(), 1), dev)?;
-            let obj = (fwd.output.gather(&ia, 1)? - fwd.output.gather(&ib, 1)?)?.squeeze(1)?;
-            Ok((obj, fwd.output))
+            Ok((class_objective(&fwd.output, target)?, fwd.output))
         }
         Target::Hidden { layer, channel, position } => {
             let opts = ForwardOptions { taps: Taps::Names(vec![layer.clone()]), ..opts };

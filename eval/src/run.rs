@@ -826,6 +826,21 @@ impl Classifier for Counting {
         self.count(xs);
         self.inner.forward_with(xs, opts)
     }
+    fn input_gradient(
+        &self,
+        xs: &Tensor,
+        seed: &Tensor,
+        opts: &ForwardOptions,
+    ) -> lumen_core::Result<Option<lumen_core::model::Reverse>> {
+        let r = self.inner.input_gradient(xs, seed, opts)?;
+        if r.is_some() {
+            // One forward and one backward, as the autograd path counts them.
+            let b = xs.dims().first().copied().unwrap_or(1);
+            self.forward.fetch_add(b, Ordering::Relaxed);
+            self.backward.fetch_add(b, Ordering::Relaxed);
+        }
+        Ok(r)
+    }
 }
 
 /// One measured step of `--plan`, per example of the sample.

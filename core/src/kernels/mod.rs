@@ -669,5 +669,48 @@ pub fn avg_pool2d(x: &Tensor, p: PoolParams) -> Result<Tensor> {
     Ok(x.avg_pool2d_with_stride(p.kernel, p.stride)?)
 }
 
+// ---------------------------------------------------------------- reverse pass
+
+// The adjoints on their own, for the network's native reverse pass
+// (`Network::reverse`), which calls them without candle's autograd. They exist
+// only where the kernels run (see [`takes`]).
+
+/// Whether lumen's kernels, and so the native reverse pass, take these tensors.
+pub fn takes(ts: &[&Tensor]) -> bool {
+    native(ts)
+}
+
+fn need_native(what: &str, ts: &[&Tensor]) -> Result<()> {
+    if native(ts) {
+        Ok(())
+    } else {
+        Err(Error::msg(format!("{what} needs lumen's CPU kernels (f32/f64 on the CPU)")))
+    }
+}
+
+/// The input gradient of [`conv2d`] for an input of height and width `hw`.
+pub fn conv2d_input_grad(gy: &Tensor, w: &Tensor, hw: (usize, usize), p: ConvParams) -> Result<Tensor> {
+    need_native("conv2d input gradient", &[gy, w])?;
+    Ok(conv_input_grad(gy, w, hw, p)?)
+}
+
+/// The gradient of [`relu`]: `g · [x ≥ 0]`.
+pub fn relu_grad(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    need_native("relu gradient", &[x, g])?;
+    Ok(relu_mask(x, g)?)
+}
+
+/// The gradient of [`max_pool2d`]: `gy` routed to each window's first maximum of `x`.
+pub fn max_pool2d_grad(x: &Tensor, gy: &Tensor, p: PoolParams) -> Result<Tensor> {
+    need_native("max-pool gradient", &[x, gy])?;
+    Ok(max_scatter(x, gy, p)?)
+}
+
+/// The gradient of [`avg_pool2d`] for an input of height and width `hw`.
+pub fn avg_pool2d_grad(gy: &Tensor, hw: (usize, usize), p: PoolParams) -> Result<Tensor> {
+    need_native("avg-pool gradient", &[gy])?;
+    Ok(gy.contiguous()?.apply_op1(AvgAdjoint { p, hw })?)
+}
+
 #[cfg(test)]
 mod tests;

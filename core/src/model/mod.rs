@@ -4,11 +4,13 @@
 pub mod card;
 pub mod network;
 pub mod pool;
+pub mod reverse;
 pub mod rule;
 pub mod spec;
 
 pub use card::{ModelCard, Normalization};
 pub use network::{Forward, ForwardOptions, Network, Node, Taps, INPUT};
+pub use reverse::{with_autograd, Reverse};
 pub use spec::{LayerKind, LayerSpec};
 
 use crate::{Error, Result};
@@ -72,6 +74,16 @@ pub trait Classifier: Send + Sync {
             ));
         }
         Ok(Forward { output: self.forward(xs)?, taps: Default::default() })
+    }
+
+    /// The output and the input gradient of `Σ seed ⊙ output` (`seed` of the
+    /// output's shape) by the model's own reverse pass, or `None` where it has none
+    /// for these options; [`crate::method::gradient`] then uses candle's autograd
+    /// through [`Classifier::forward_with`]. Both must agree. Under a reference split
+    /// only the inputs' rows carry a gradient ([`Network::reverse`]).
+    fn input_gradient(&self, xs: &Tensor, seed: &Tensor, opts: &ForwardOptions) -> Result<Option<Reverse>> {
+        let _ = (xs, seed, opts);
+        Ok(None)
     }
 }
 
@@ -178,6 +190,15 @@ impl Classifier for NetworkModel {
     fn forward_with(&self, xs: &Tensor, opts: &ForwardOptions) -> Result<Forward> {
         self.network.forward_with(&self.normalize(xs)?, opts)
     }
+    fn input_gradient(&self, xs: &Tensor, seed: &Tensor, opts: &ForwardOptions) -> Result<Option<Reverse>> {
+        let Some(r) = self.network.reverse(&self.normalize(xs)?, seed, opts)? else { return Ok(None) };
+        // x ↦ (x − mean) / std: the chain rule divides by std.
+        let grad = match &self.norm {
+            Some((_, s)) => r.grad.broadcast_div(s)?,
+            None => r.grad,
+        };
+        Ok(Some(Reverse { output: r.output, grad }))
+    }
 }
 
 /// Whether every value of `t` is finite (`t − t` is 0 exactly then, NaN otherwise).
@@ -226,6 +247,9 @@ impl Classifier for CardModel {
     }
     fn forward_with(&self, xs: &Tensor, opts: &ForwardOptions) -> Result<Forward> {
         self.guard(|| self.inner.forward_with(xs, opts))
+    }
+    fn input_gradient(&self, xs: &Tensor, seed: &Tensor, opts: &ForwardOptions) -> Result<Option<Reverse>> {
+        self.guard(|| self.inner.input_gradient(xs, seed, opts))
     }
 }
 

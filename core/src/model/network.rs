@@ -245,6 +245,19 @@ impl Network {
         self.nodes.iter().find_map(|n| n.weight.as_ref()).map(|w| w.dtype()).unwrap_or(DType::F32)
     }
 
+    /// What a composite sees of layer `i`.
+    pub fn node_info(&self, i: usize) -> NodeInfo<'_> {
+        let node = &self.nodes[i];
+        NodeInfo {
+            index: i,
+            name: &node.name,
+            kind: &node.kind,
+            is_first_param: self.nodes.iter().position(|n| n.kind.is_affine_param()) == Some(i),
+            is_last_param: self.nodes.iter().rposition(|n| n.kind.is_affine_param()) == Some(i),
+            num_nodes: self.nodes.len(),
+        }
+    }
+
     /// Plain forward pass.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         Ok(self.forward_with(xs, &ForwardOptions::default())?.output)
@@ -255,8 +268,6 @@ impl Network {
         if let Some(stop) = &opts.stop_after {
             self.node(stop)?;
         }
-        let first_param = self.nodes.iter().position(|n| n.kind.is_affine_param());
-        let last_param = self.nodes.iter().rposition(|n| n.kind.is_affine_param());
         let mut values: Vec<Option<Tensor>> = vec![None; self.nodes.len() + 1];
         values[0] = Some(xs.clone());
         let mut uses = vec![0usize; self.nodes.len() + 1];
@@ -274,15 +285,7 @@ impl Network {
                 .map(|&j| values[j].clone().ok_or_else(|| Error::msg("internal: value dropped too early")))
                 .collect::<Result<_>>()?;
             let refs: Vec<&Tensor> = inputs.iter().collect();
-            let info = NodeInfo {
-                index: i,
-                name: &node.name,
-                kind: &node.kind,
-                is_first_param: Some(i) == first_param,
-                is_last_param: Some(i) == last_param,
-                num_nodes: self.nodes.len(),
-            };
-            let rule = opts.composite.and_then(|c| c.rule_for(&info));
+            let rule = opts.composite.and_then(|c| c.rule_for(&self.node_info(i)));
             let out = match rule {
                 Some(r) => r.forward(node, &refs, &opts.ctx)?,
                 None => node.forward(&refs).map_err(|e| layer_err(node, &refs, e))?,
@@ -319,7 +322,7 @@ impl Network {
     }
 }
 
-fn layer_err(node: &Node, xs: &[&Tensor], e: Error) -> Error {
+pub(super) fn layer_err(node: &Node, xs: &[&Tensor], e: Error) -> Error {
     match e {
         Error::Candle(c) => Error::msg(format!(
             "layer '{}' ({}) failed on input of shape {:?}: {c}",

@@ -43,9 +43,25 @@ impl RuleCtx {
 
 /// A modified backward for one layer. `forward` must return the same value as
 /// `node.forward(inputs)`; only its gradient differs.
+///
+/// A rule may also state its backward directly ([`Rule::vjp`]). Gradient methods
+/// then run lumen's native reverse pass ([`crate::model::Network::reverse`]) instead
+/// of candle's autograd through `forward`; both must give the same gradient.
 pub trait Rule: Send + Sync {
     fn name(&self) -> &str;
     fn forward(&self, node: &Node, inputs: &[&Tensor], ctx: &RuleCtx) -> Result<Tensor>;
+    /// Whether [`Rule::vjp`] is implemented.
+    fn has_vjp(&self) -> bool {
+        false
+    }
+    /// The gradients at the layer's inputs, given the inputs, the layer's (plain)
+    /// output and the gradient at that output. Under a reference split (`ctx`) the
+    /// inputs and output have all `2n` rows, and the gradients only the first `n`
+    /// (see [`crate::model::Network::reverse`]).
+    fn vjp(&self, node: &Node, inputs: &[&Tensor], output: &Tensor, grad: &Tensor, ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        let _ = (inputs, output, grad, ctx);
+        Err(crate::Error::msg(format!("rule '{}' on layer '{}' has no direct backward", self.name(), node.name)))
+    }
 }
 
 impl fmt::Debug for dyn Rule {

@@ -46,6 +46,13 @@ impl Rule for GuidedRelu {
         let y = lumen_core::kernels::relu(x)?;
         grad_hook(&y, |g| g.relu())
     }
+    fn has_vjp(&self) -> bool {
+        true
+    }
+    fn vjp(&self, node: &Node, inputs: &[&Tensor], _y: &Tensor, g: &Tensor, _ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        let x = relu_input(self.name(), node, inputs)?;
+        Ok(vec![lumen_core::kernels::relu_grad(x, &g.relu()?)?])
+    }
 }
 
 /// Deconvnet's ReLU: the ReLU of the incoming gradient, whatever the forward input.
@@ -62,6 +69,13 @@ impl Rule for DeconvRelu {
         // so the forward mask never touches the signal.
         let s = grad_hook(x, |g| g.relu())?;
         surrogate(&x.relu()?, &s)
+    }
+    fn has_vjp(&self) -> bool {
+        true
+    }
+    fn vjp(&self, node: &Node, inputs: &[&Tensor], _y: &Tensor, g: &Tensor, _ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        relu_input(self.name(), node, inputs)?;
+        Ok(vec![g.relu()?])
     }
 }
 

@@ -95,17 +95,31 @@ impl Rule for Rescale {
     }
     fn forward(&self, node: &Node, inputs: &[&Tensor], ctx: &RuleCtx) -> Result<Tensor> {
         let x = inputs[0];
-        let n = split_rows(ctx, x, self.name())?;
         let y = node.forward(inputs)?;
+        let m = self.multiplier(node, x, &y, ctx)?;
         if fused::on_cpu(x) {
-            let m = match node.kind {
-                LayerKind::Relu => fused::relu_rescale_multiplier(x, &y, self.eps)?,
-                _ => rescale_multiplier(node, x, &y, n, self.eps)?,
-            };
             return fused::with_multiplier(x, &y, &m);
         }
-        let m = rescale_multiplier(node, x, &y, n, self.eps)?;
         surrogate(&y, &(x * m)?)
+    }
+    fn has_vjp(&self) -> bool {
+        true
+    }
+    fn vjp(&self, node: &Node, inputs: &[&Tensor], y: &Tensor, g: &Tensor, ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        // `g` has the inputs' rows only; their multipliers come first.
+        let m = self.multiplier(node, inputs[0], y, ctx)?;
+        Ok(vec![(g * m.narrow(0, 0, g.dim(0)?)?)?])
+    }
+}
+
+impl Rescale {
+    /// The multipliers `[2n, ...]` of the layer with input `x` and output `y`.
+    fn multiplier(&self, node: &Node, x: &Tensor, y: &Tensor, ctx: &RuleCtx) -> Result<Tensor> {
+        let n = split_rows(ctx, x, self.name())?;
+        match node.kind {
+            LayerKind::Relu if fused::on_cpu(x) => fused::relu_rescale_multiplier(x, y, self.eps),
+            _ => rescale_multiplier(node, x, y, n, self.eps),
+        }
     }
 }
 
@@ -153,6 +167,35 @@ impl Rule for MaxRoute {
     fn forward(&self, node: &Node, inputs: &[&Tensor], ctx: &RuleCtx) -> Result<Tensor> {
         let x = inputs[0];
         let y = node.forward(inputs)?;
+        let (idx, mult) = self.routes(node, x, ctx)?;
+        let (b, c) = (x.dim(0)?, x.dim(1)?);
+        let xf = x.contiguous()?.reshape((b, c, ()))?;
+        let s = (xf.gather(&idx, 2)? * mult)?.reshape(y.shape())?;
+        surrogate(&y, &s)
+    }
+    fn has_vjp(&self) -> bool {
+        true
+    }
+    fn vjp(&self, node: &Node, inputs: &[&Tensor], _y: &Tensor, g: &Tensor, ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        // The adjoint of the forward's `gather(x, idx) · mult`: scatter-add `g · mult`.
+        // `g` may hold only the first rows (the inputs under a reference split).
+        let x = inputs[0];
+        let rows = g.dim(0)?;
+        let (idx, mult) = self.routes(node, x, ctx)?;
+        let (idx, mult) = (idx.narrow(0, 0, rows)?.contiguous()?, mult.narrow(0, 0, rows)?);
+        let src = (g.contiguous()?.reshape(mult.shape())? * mult)?;
+        let mut shape = x.dims().to_vec();
+        shape[0] = rows;
+        let c = x.dim(1)?;
+        let dx = Tensor::zeros((rows, c, x.elem_count() / (x.dim(0)? * c).max(1)), x.dtype(), x.device())?;
+        Ok(vec![dx.scatter_add(&idx, &src, 2)?.reshape(shape)?])
+    }
+}
+
+impl MaxRoute {
+    /// Each output's routed input position in its plane (`[b, c, nout]`, u32) and
+    /// the multiplier it carries (`[b, c, nout]`, the input's dtype).
+    fn routes(&self, node: &Node, x: &Tensor, ctx: &RuleCtx) -> Result<(Tensor, Tensor)> {
         let (kh, kw, sh, sw) = pool_geometry(node)?;
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
@@ -163,7 +206,6 @@ impl Rule for MaxRoute {
         let (oh, ow) = ((h - kh) / sh + 1, (w - kw) / sw + 1);
         let plane = h * w;
         let (nout, kk) = (oh * ow, kh * kw);
-        let xf = x.contiguous()?.reshape((b, c, plane))?;
         if fused::on_cpu(x) {
             let deeplift = match self.routing {
                 MaxRouting::Winner => None,
@@ -171,8 +213,7 @@ impl Rule for MaxRoute {
             };
             let g = fused::PoolGeom { b, c, h, w, kh, kw, sh, sw };
             let (idx, mult) = fused::max_route(x, g, deeplift)?;
-            let s = (xf.gather(&idx, 2)? * mult.to_dtype(x.dtype())?)?.reshape(y.shape())?;
-            return surrogate(&y, &s);
+            return Ok((idx, mult.to_dtype(x.dtype())?));
         }
         let dev = x.device();
         // Each output's window as plane positions, `[nout, kk]`; everything below
@@ -246,10 +287,7 @@ impl Rule for MaxRoute {
                 (Tensor::cat(&[&pos, &pos], 0)?, Tensor::cat(&[&m, &m], 0)?)
             }
         };
-        let idx = idx.reshape((b, c, nout))?;
-        let mult = mult.reshape((b, c, nout))?.to_dtype(x.dtype())?;
-        let s = (xf.gather(&idx, 2)? * mult)?.reshape(y.shape())?;
-        surrogate(&y, &s)
+        Ok((idx.reshape((b, c, nout))?, mult.reshape((b, c, nout))?.to_dtype(x.dtype())?))
     }
 }
 
@@ -276,6 +314,18 @@ impl Rule for Product {
         };
         let s = ((x1 * mid(x2)?)? + (x2 * mid(x1)?)?)?;
         surrogate(&y, &s)
+    }
+    fn has_vjp(&self) -> bool {
+        true
+    }
+    fn vjp(&self, node: &Node, inputs: &[&Tensor], _y: &Tensor, g: &Tensor, ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        if inputs.len() != 2 {
+            return Err(Error::msg(format!("mul layer '{}' needs exactly two inputs", node.name)));
+        }
+        // `g` has the inputs' `n` rows; A⁰ + δ/2 of those rows.
+        let n = split_rows(ctx, inputs[0], self.name())?;
+        let mid = |t: &Tensor| -> Result<Tensor> { Ok(((t.narrow(0, 0, n)? + t.narrow(0, n, n)?)? * 0.5)?) };
+        Ok(vec![(g * mid(inputs[1])?)?, (g * mid(inputs[0])?)?])
     }
 }
 

@@ -159,12 +159,24 @@ fn first_max(v: impl Iterator<Item = f32>) -> (usize, f32) {
 /// outputs. `pr`: the reference plane (DeepLIFT) or `None` (winner-take-all).
 fn route_plane(win: &[usize], kk: usize, pi: &[f32], pr: Option<&[f32]>, e: f32, pos: &mut [f32], mult: &mut [f32]) {
     for (o, wo) in win.chunks_exact(kk).enumerate() {
-        let (kmax, xmax) = first_max(wo.iter().map(|&q| pi[q]));
         let Some(pr) = pr else {
+            let (kmax, _) = first_max(wo.iter().map(|&q| pi[q]));
             pos[o] = wo[kmax] as f32;
             mult[o] = 1.0;
             continue;
         };
+        // One scan for the three `first_max`es: of the input, of the reference and of
+        // |δx| (the same picks as three separate scans).
+        let mut best = [(0usize, f32::NEG_INFINITY, false); 3];
+        for (k, &q) in wo.iter().enumerate() {
+            let (a, r) = (pi[q], pr[q]);
+            for (b, v) in best.iter_mut().zip([a, r, (a - r).abs()]) {
+                if !v.is_nan() && (!b.2 || v > b.1) {
+                    *b = (k, v, true);
+                }
+            }
+        }
+        let [(_, xmax, _), (_, rmax, _), (slot2, dmax, _)] = best;
         // Among the input's argmaxes, the first whose reference is largest.
         let (mut slot1, mut rbest, mut found) = (0usize, f32::NEG_INFINITY, false);
         for (k, &q) in wo.iter().enumerate() {
@@ -172,9 +184,7 @@ fn route_plane(win: &[usize], kk: usize, pi: &[f32], pr: Option<&[f32]>, e: f32,
                 (slot1, rbest, found) = (k, pr[q], true);
             }
         }
-        let (_, rmax) = first_max(wo.iter().map(|&q| pr[q]));
         let (dy, dx1) = (xmax - rmax, xmax - rbest);
-        let (slot2, dmax) = first_max(wo.iter().map(|&q| (pi[q] - pr[q]).abs()));
         let fallback = dx1.abs() < e && dmax > dx1.abs();
         let (slot, dx) = if fallback { (slot2, pi[wo[slot2]] - pr[wo[slot2]]) } else { (slot1, dx1) };
         pos[o] = wo[slot] as f32;
