@@ -127,3 +127,32 @@ fn deeplift_native_pass_gives_autograds_contributions() {
         }
     }
 }
+
+/// LRP-0 and LRP-ε (one-pass rules, pass-through activations, winner max-pools,
+/// the output layer's start rule) through the native reverse pass against candle's
+/// autograd through the same rules, on every shipped classifier.
+#[test]
+fn lrp_native_pass_gives_autograds_relevance() {
+    use lumen_core::model::with_autograd;
+    use lumen_core::{Attributor, Target};
+    use lumen_std_relevance::lrp::{Lrp, LrpConfig};
+    let _ = lumen_models::load_shipped;
+    lumen_std_relevance::link();
+    let registry = Registry::from_inventory().unwrap();
+    let dev = Device::Cpu;
+    for name in ["mnist-cnn", "mnist-allcnn", "genomics-cnn"] {
+        let m = registry.load_model(name, &dev).unwrap();
+        let mut shape = vec![3];
+        shape.extend(&m.info().input_shape);
+        let (lo, hi) = m.info().input_range;
+        let x = Tensor::rand(lo, hi, shape.as_slice(), &dev).unwrap();
+        for composite in ["lrp_zero", "lrp_epsilon"] {
+            let lrp = Lrp::new(LrpConfig { composite: composite.into(), epsilon: 0.01, ..Default::default() });
+            let t = Target::Classes(vec![0, 1, 1]);
+            let fast = lrp.attribute(m.as_ref(), &x, &t).unwrap();
+            let slow = with_autograd(|| lrp.attribute(m.as_ref(), &x, &t)).unwrap();
+            let e = rel(fast.attribution(), slow.attribution());
+            assert!(e < 1e-5, "{name} ({composite}): relevance differs by {e} (relative)");
+        }
+    }
+}

@@ -129,7 +129,7 @@ impl Network {
         let nodes = self.nodes();
         let rules: Vec<_> = (0..nodes.len()).map(|i| opts.composite.and_then(|c| c.rule_for(&self.node_info(i)))).collect();
         let covered = nodes.iter().zip(&rules).all(|(n, r)| match r {
-            Some(r) => r.has_vjp(),
+            Some(r) => r.has_vjp(n),
             None => n.has_vjp(),
         });
         let params = nodes.iter().flat_map(|n| [&n.weight, &n.bias]).flatten();

@@ -50,8 +50,9 @@ impl RuleCtx {
 pub trait Rule: Send + Sync {
     fn name(&self) -> &str;
     fn forward(&self, node: &Node, inputs: &[&Tensor], ctx: &RuleCtx) -> Result<Tensor>;
-    /// Whether [`Rule::vjp`] is implemented.
-    fn has_vjp(&self) -> bool {
+    /// Whether [`Rule::vjp`] is implemented for this layer.
+    fn has_vjp(&self, node: &Node) -> bool {
+        let _ = node;
         false
     }
     /// The gradients at the layer's inputs, given the inputs, the layer's (plain)

@@ -46,7 +46,7 @@ impl Rule for GuidedRelu {
         let y = lumen_core::kernels::relu(x)?;
         grad_hook(&y, |g| g.relu())
     }
-    fn has_vjp(&self) -> bool {
+    fn has_vjp(&self, _node: &Node) -> bool {
         true
     }
     fn vjp(&self, node: &Node, inputs: &[&Tensor], _y: &Tensor, g: &Tensor, _ctx: &RuleCtx) -> Result<Vec<Tensor>> {
@@ -70,7 +70,7 @@ impl Rule for DeconvRelu {
         let s = grad_hook(x, |g| g.relu())?;
         surrogate(&x.relu()?, &s)
     }
-    fn has_vjp(&self) -> bool {
+    fn has_vjp(&self, _node: &Node) -> bool {
         true
     }
     fn vjp(&self, node: &Node, inputs: &[&Tensor], _y: &Tensor, g: &Tensor, _ctx: &RuleCtx) -> Result<Vec<Tensor>> {

@@ -6,7 +6,7 @@
 //! the input. The rules follow Zennit 0.5 by default; `zplus_bias`, `gamma_sign_aware`
 //! and `wsquare_bias` = false select the classic forms of Montavon et al. (2017, 2019).
 
-use lumen_core::candle::{Tensor, Var};
+use lumen_core::candle::Tensor;
 use lumen_core::method::{chunks, prepare};
 use lumen_core::model::network::per_channel;
 use lumen_core::model::{ForwardOptions, LayerKind, Network, Node};
@@ -85,6 +85,16 @@ impl Rule for ScaleByValue {
         };
         let v = y.detach();
         grad_hook(&y, move |g| g.mul(&v))
+    }
+    fn has_vjp(&self, node: &Node) -> bool {
+        self.0.as_ref().map_or(node.has_vjp(), |r| r.has_vjp(node))
+    }
+    fn vjp(&self, node: &Node, inputs: &[&Tensor], y: &Tensor, g: &Tensor, ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        let g = (g * y)?;
+        match &self.0 {
+            Some(r) => r.vjp(node, inputs, y, &g, ctx),
+            None => node.vjp(inputs, y, &g)?.ok_or_else(|| Error::msg(format!("layer '{}' has no direct backward", node.name))),
+        }
     }
 }
 
@@ -207,11 +217,11 @@ fn relevance_with_objective(
         _ => out_layer,
     };
     let composite = StartAtOutput { inner: map, layer };
-    let var = Var::from_tensor(&x.detach())?;
     let opts = ForwardOptions { composite: Some(&composite), stop_after, ctx, ..Default::default() };
-    let (obj, _) = lumen_core::target::objective(model, var.as_tensor(), target, opts)?;
-    let grads = obj.sum_all()?.backward()?;
-    let mut rel = lumen_core::method::grad_or_zeros(&grads, var.as_tensor())?;
+    // The gradient through the rules (lumen's native reverse pass where every rule
+    // states its backward, else candle's autograd).
+    let g = lumen_core::method::gradient(model, x, target, opts)?;
+    let (mut rel, obj) = (g.grad, g.objective);
     // The backward pass crosses the model's input normalisation as a gradient
     // (÷ std); relevance is conserved through it, so undo the scaling.
     if let Some(n) = model.info().card.as_ref().and_then(|c| c.normalization.as_ref()) {

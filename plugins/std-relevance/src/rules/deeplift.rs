@@ -102,7 +102,7 @@ impl Rule for Rescale {
         }
         surrogate(&y, &(x * m)?)
     }
-    fn has_vjp(&self) -> bool {
+    fn has_vjp(&self, _node: &Node) -> bool {
         true
     }
     fn vjp(&self, node: &Node, inputs: &[&Tensor], y: &Tensor, g: &Tensor, ctx: &RuleCtx) -> Result<Vec<Tensor>> {
@@ -173,7 +173,7 @@ impl Rule for MaxRoute {
         let s = (xf.gather(&idx, 2)? * mult)?.reshape(y.shape())?;
         surrogate(&y, &s)
     }
-    fn has_vjp(&self) -> bool {
+    fn has_vjp(&self, _node: &Node) -> bool {
         true
     }
     fn vjp(&self, node: &Node, inputs: &[&Tensor], _y: &Tensor, g: &Tensor, ctx: &RuleCtx) -> Result<Vec<Tensor>> {
@@ -315,7 +315,7 @@ impl Rule for Product {
         let s = ((x1 * mid(x2)?)? + (x2 * mid(x1)?)?)?;
         surrogate(&y, &s)
     }
-    fn has_vjp(&self) -> bool {
+    fn has_vjp(&self, _node: &Node) -> bool {
         true
     }
     fn vjp(&self, node: &Node, inputs: &[&Tensor], _y: &Tensor, g: &Tensor, ctx: &RuleCtx) -> Result<Vec<Tensor>> {

@@ -398,12 +398,28 @@ fn direct(label: &str, node: &Node, inputs: &[&Tensor], eps: f64) -> Result<Tens
     grad_hook(&z, move |g| g.mul(&inv))
 }
 
+/// [`direct`]'s backward stated directly: `a ⊙ wᵀ(g / (z ± ε))`, with `z` the
+/// layer's output.
+fn direct_vjp(label: &str, node: &Node, inputs: &[&Tensor], z: &Tensor, g: &Tensor, eps: f64) -> Result<Vec<Tensor>> {
+    require_affine(label, node)?;
+    let gz = (g * stabilize(z, eps)?.recip()?)?;
+    let c = node.vjp(inputs, z, &gz)?.and_then(|v| v.into_iter().next());
+    let c = c.ok_or_else(|| Error::msg(format!("{label}: layer '{}' has no direct backward", node.name)))?;
+    Ok(vec![(c * inputs[0])?])
+}
+
 impl Rule for Zero {
     fn name(&self) -> &str {
         "lrp_0"
     }
     fn forward(&self, node: &Node, inputs: &[&Tensor], _ctx: &RuleCtx) -> Result<Tensor> {
         direct("lrp_0", node, inputs, 0.0)
+    }
+    fn has_vjp(&self, node: &Node) -> bool {
+        node.kind.is_affine_param() && node.has_vjp()
+    }
+    fn vjp(&self, node: &Node, inputs: &[&Tensor], z: &Tensor, g: &Tensor, _ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        direct_vjp("lrp_0", node, inputs, z, g, 0.0)
     }
 }
 
@@ -413,6 +429,12 @@ impl Rule for Epsilon {
     }
     fn forward(&self, node: &Node, inputs: &[&Tensor], _ctx: &RuleCtx) -> Result<Tensor> {
         direct("lrp_epsilon", node, inputs, self.epsilon)
+    }
+    fn has_vjp(&self, node: &Node) -> bool {
+        node.kind.is_affine_param() && node.has_vjp()
+    }
+    fn vjp(&self, node: &Node, inputs: &[&Tensor], z: &Tensor, g: &Tensor, _ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        direct_vjp("lrp_epsilon", node, inputs, z, g, self.epsilon)
     }
 }
 lrp_rule!(Gamma, "lrp_gamma", |r, node, p| {
@@ -475,6 +497,12 @@ impl Rule for Pass {
     fn forward(&self, node: &Node, inputs: &[&Tensor], _ctx: &RuleCtx) -> Result<Tensor> {
         let y = node.forward(inputs)?;
         surrogate(&y, inputs[0])
+    }
+    fn has_vjp(&self, node: &Node) -> bool {
+        node.inputs.len() == 1
+    }
+    fn vjp(&self, _node: &Node, _inputs: &[&Tensor], _y: &Tensor, g: &Tensor, _ctx: &RuleCtx) -> Result<Vec<Tensor>> {
+        Ok(vec![g.clone()])
     }
 }
 
