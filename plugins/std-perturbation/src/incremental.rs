@@ -16,9 +16,10 @@
 //! forward is the network on the card-normalised input; anything else takes the plain
 //! path, where the copies are assembled on the device by the same gather.
 
-use lumen_core::candle::{DType, Tensor};
+use lumen_core::candle::{self, CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use lumen_core::model::{Classifier, LayerKind, Network, Node};
 use lumen_core::{Error, Result};
+use std::sync::Arc;
 
 /// Where copy `i`'s patch lies in a `[C, H, W]` map: its top-left corner.
 pub type Pos = (usize, usize);
@@ -30,8 +31,102 @@ pub fn assemble(clean: &Tensor, patches: &Tensor, pos: &[Pos]) -> Result<Tensor>
     let (_, _, h, w) = clean.dims4()?;
     let (_, _, rh, rw) = patches.dims4()?;
     let starts = vec![(0, 0); pos.len()];
-    let idx = crop_index(h, w, 0, (rh, rw), pos, &starts, (h, w), clean.device())?;
-    gather(clean, patches, &idx, (h, w))
+    Crops::new((h, w), 0, (rh, rw), pos, &starts, (h, w), clean.device())?.gather(clean, patches)
+}
+
+/// One gather of crops: copy `i` reads the `crop` at `starts[i]` (padded
+/// coordinates) of an `hw` map padded by `pad`, with its `patch` at `pos[i]`.
+#[derive(Clone)]
+struct Crops {
+    hw: (usize, usize),
+    pad: usize,
+    patch: (usize, usize),
+    pos: Arc<Vec<Pos>>,
+    starts: Arc<Vec<Pos>>,
+    crop: (usize, usize),
+    /// The same gather as an index, for devices without the CPU op.
+    idx: Tensor,
+}
+
+impl Crops {
+    fn new(
+        hw: (usize, usize),
+        pad: usize,
+        patch: (usize, usize),
+        pos: &[Pos],
+        starts: &[Pos],
+        crop: (usize, usize),
+        dev: &candle::Device,
+    ) -> Result<Self> {
+        // The index also checks that every patch and crop lies inside its map.
+        let idx = crop_index(hw.0, hw.1, pad, patch, pos, starts, crop, dev)?;
+        Ok(Crops { hw, pad, patch, pos: Arc::new(pos.to_vec()), starts: Arc::new(starts.to_vec()), crop, idx })
+    }
+
+    /// The crops `[n, C, lh, lw]` of `clean` (`[1, C, hp, wp]`, padded) with the
+    /// `patches` (`[n, C, rh, rw]`) in place. On the CPU one pass of row copies;
+    /// elsewhere candle's `index_select` through the index.
+    fn gather(&self, clean: &Tensor, patches: &Tensor) -> Result<Tensor> {
+        let float = matches!(clean.dtype(), DType::F32 | DType::F64) && clean.dtype() == patches.dtype();
+        if clean.device().is_cpu() && patches.device().is_cpu() && float {
+            return Ok(clean.contiguous()?.apply_op2_no_bwd(&patches.contiguous()?, self)?);
+        }
+        gather(clean, patches, &self.idx, self.crop)
+    }
+}
+
+fn crop_gather<T: Copy + Default + Send + Sync>(g: &Crops, clean: &[T], patches: &[T], c: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let ((lh, lw), (rh, rw)) = (g.crop, g.patch);
+    let (hp, wp) = (g.hw.0 + 2 * g.pad, g.hw.1 + 2 * g.pad);
+    let per = c * lh * lw;
+    let mut out = vec![T::default(); g.pos.len() * per];
+    out.par_chunks_mut(per.max(1)).enumerate().for_each(|(i, o)| {
+        let ((y0, x0), (sy, sx)) = (g.pos[i], g.starts[i]);
+        let (py0, px0) = (g.pad + y0, g.pad + x0);
+        let p = &patches[i * c * rh * rw..][..c * rh * rw];
+        // The patch's columns inside the crop, in padded coordinates.
+        let (lo, hi) = (px0.max(sx), (px0 + rw).min(sx + lw));
+        for ch in 0..c {
+            for a in 0..lh {
+                let py = sy + a;
+                let dst = &mut o[(ch * lh + a) * lw..][..lw];
+                dst.copy_from_slice(&clean[(ch * hp + py) * wp + sx..][..lw]);
+                if (py0..py0 + rh).contains(&py) && lo < hi {
+                    let src = &p[(ch * rh + py - py0) * rw + lo - px0..][..hi - lo];
+                    dst[lo - sx..hi - sx].copy_from_slice(src);
+                }
+            }
+        }
+    });
+    out
+}
+
+impl CustomOp2 for Crops {
+    fn name(&self) -> &'static str {
+        "lumen-crop-gather"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let (hp, wp) = (self.hw.0 + 2 * self.pad, self.hw.1 + 2 * self.pad);
+        let (&[1, c, h1, w1], &[n, c2, rh, rw]) = (l1.dims(), l2.dims()) else {
+            candle::bail!("crop gather: expected [1, C, H, W] and [n, C, h, w], got {:?} and {:?}", l1.dims(), l2.dims())
+        };
+        if (h1, w1) != (hp, wp) || c2 != c || n != self.pos.len() || (rh, rw) != self.patch {
+            candle::bail!("crop gather: map {:?} and patches {:?} do not fit the plan", l1.dims(), l2.dims());
+        }
+        fn part<'a, T>(v: &'a [T], l: &Layout) -> candle::Result<&'a [T]> {
+            match l.contiguous_offsets() {
+                Some((a, b)) => Ok(&v[a..b]),
+                None => candle::bail!("crop gather: expected contiguous inputs"),
+            }
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(crop_gather(self, part(a, l1)?, part(b, l2)?, c)),
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(crop_gather(self, part(a, l1)?, part(b, l2)?, c)),
+            _ => candle::bail!("crop gather: f32 or f64, both alike"),
+        };
+        Ok((out, Shape::from((n, c, self.crop.0, self.crop.1))))
+    }
 }
 
 /// The `kh × kw` crops of `map` (`[1, C, H, W]`) at `pos`, as `[n, C, kh, kw]`.
@@ -126,7 +221,7 @@ fn local(node: &Node) -> Option<Local> {
 /// One step of a [`Plan`] through a leading local layer.
 enum Step {
     Map(usize),
-    Crop { node: usize, op: Node, pad: usize, idx: Tensor, crop: (usize, usize) },
+    Crop { node: usize, op: Node, pad: usize, crops: Crops },
 }
 
 /// The precomputed geometry for one set of patch positions: reusable for every
@@ -135,8 +230,7 @@ pub struct Plan {
     steps: Vec<Step>,
     /// The value index (0: input, `i + 1`: after node `i`) where copies are assembled.
     full_at: usize,
-    full_idx: Tensor,
-    full_hw: (usize, usize),
+    full: Crops,
     n: usize,
     patch: (usize, usize),
 }
@@ -260,8 +354,8 @@ impl<'a> Incremental<'a> {
                     let outs: Vec<Pos> = pos.iter().map(|&(y, x)| (first(y, nh, oh), first(x, nw, ow))).collect();
                     let starts: Vec<Pos> = outs.iter().map(|&(y, x)| (y * s, x * s)).collect();
                     let crop = ((nh - 1) * s + k, (nw - 1) * s + k);
-                    let idx = crop_index(h, w, pad, patch, &pos, &starts, crop, dev)?;
-                    steps.push(Step::Crop { node: l, op, pad, idx, crop });
+                    let crops = Crops::new((h, w), pad, patch, &pos, &starts, crop, dev)?;
+                    steps.push(Step::Crop { node: l, op, pad, crops });
                     pos = outs;
                     patch = (nh, nw);
                 }
@@ -271,8 +365,8 @@ impl<'a> Incremental<'a> {
         }
         let d = &dims[l];
         let (h, w) = (d[2], d[3]);
-        let full_idx = crop_index(h, w, 0, patch, &pos, &vec![(0, 0); pos.len()], (h, w), dev)?;
-        Ok(Plan { steps, full_at: l, full_idx, full_hw: (h, w), n: pos.len(), patch: (rh, rw) })
+        let full = Crops::new((h, w), 0, patch, &pos, &vec![(0, 0); pos.len()], (h, w), dev)?;
+        Ok(Plan { steps, full_at: l, full, n: pos.len(), patch: (rh, rw) })
     }
 
     /// The clean activations of `x` (`[1, C, H, W]`, input space) that `plan` reads.
@@ -307,13 +401,13 @@ impl<'a> Incremental<'a> {
         for (step, map) in plan.steps.iter().zip(&clean.maps) {
             p = match step {
                 Step::Map(i) => nodes[*i].forward(&[&p])?,
-                Step::Crop { op, idx, crop, .. } => {
+                Step::Crop { op, crops, .. } => {
                     let map = map.as_ref().ok_or_else(|| Error::msg("internal: no clean map for a crop"))?;
-                    op.forward(&[&gather(map, &p, idx, *crop)?])?
+                    op.forward(&[&crops.gather(map, &p)?])?
                 }
             };
         }
-        let mut x = gather(&clean.full, &p, &plan.full_idx, plan.full_hw)?;
+        let mut x = plan.full.gather(&clean.full, &p)?;
         for node in &nodes[plan.full_at..] {
             x = node.forward(&[&x])?;
         }
@@ -386,6 +480,26 @@ mod tests {
                 assert!(diff <= 1e-5 * scale, "conv {k1}/{s1}/{p1} patch {rh}×{rw}: {diff} vs {scale}");
             }
         }
+    }
+
+    /// The CPU op and the index path give the same crops, with padding and patches
+    /// that reach past their crops.
+    #[test]
+    fn crop_op_equals_the_index_gather() {
+        let d = Device::Cpu;
+        let (h, w, pad, c) = (7, 6, 2, 3);
+        let clean = Tensor::randn(0f32, 1.0, (1, c, h + 2 * pad, w + 2 * pad), &d).unwrap();
+        let pos = [(0, 0), (5, 4), (2, 3)];
+        let starts = [(0, 0), (6, 4), (1, 2)];
+        let patches = Tensor::randn(0f32, 1.0, (3, c, 2, 2), &d).unwrap();
+        let crops = Crops::new((h, w), pad, (2, 2), &pos, &starts, (4, 5), &d).unwrap();
+        let fast = crops.gather(&clean, &patches).unwrap();
+        let slow = gather(&clean, &patches, &crops.idx, crops.crop).unwrap();
+        assert_eq!(fast.dims(), slow.dims());
+        let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0);
+        // A crop that leaves the padded map is refused up front.
+        assert!(Crops::new((h, w), pad, (2, 2), &pos[..1], &[(8, 0)], (4, 5), &d).is_err());
     }
 
     #[test]
