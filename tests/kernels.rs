@@ -5,6 +5,22 @@ use lumen_core::candle::{Device, Tensor, Var};
 use lumen_core::kernels::with_candle_ops;
 use lumen_core::Registry;
 
+/// The shipped classifiers called `names`, from the registry.
+fn shipped(names: &[&str]) -> Vec<(String, std::sync::Arc<dyn lumen_core::Classifier>)> {
+    let _ = lumen_models::load_shipped; // keeps the zoo's registrations linked
+    lumen_std_relevance::link(); // genomics-cnn
+    let registry = Registry::from_inventory().unwrap();
+    names.iter().map(|n| (n.to_string(), registry.load_model(n, &Device::Cpu).unwrap())).collect()
+}
+
+/// `n` uniform random inputs in the model's input range.
+fn inputs(m: &dyn lumen_core::Classifier, n: usize) -> Tensor {
+    let mut shape = vec![n];
+    shape.extend(&m.info().input_shape);
+    let (lo, hi) = m.info().input_range;
+    Tensor::rand(lo, hi, shape.as_slice(), &Device::Cpu).unwrap()
+}
+
 fn rel(a: &Tensor, b: &Tensor) -> f32 {
     let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-30)
@@ -12,17 +28,10 @@ fn rel(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn shipped_models_give_candles_logits_and_input_gradients() {
-    let _ = lumen_models::load_shipped; // keeps the zoo's registrations linked
-    lumen_std_relevance::link(); // genomics-cnn
-    let registry = Registry::from_inventory().unwrap();
     let dev = Device::Cpu;
-    for name in ["mnist-cnn", "mnist-allcnn", "mnist-cnn-noise", "mnist-cnn-biased", "genomics-cnn"] {
-        let m = registry.load_model(name, &dev).unwrap();
+    for (name, m) in shipped(&["mnist-cnn", "mnist-allcnn", "mnist-cnn-noise", "mnist-cnn-biased", "genomics-cnn"]) {
         assert!(m.network().is_some(), "{name} is built from the layer vocabulary");
-        let mut shape = vec![5];
-        shape.extend(&m.info().input_shape);
-        let (lo, hi) = m.info().input_range;
-        let x = Tensor::rand(lo, hi, shape.as_slice(), &dev).unwrap();
+        let x = inputs(m.as_ref(), 5);
         let c = Tensor::randn(0f32, 1., (5, m.info().num_classes()), &dev).unwrap();
         let run = || {
             let xv = Var::from_tensor(&x).unwrap();
@@ -46,16 +55,10 @@ fn shipped_models_give_candles_logits_and_input_gradients() {
 fn native_reverse_pass_gives_autogradients() {
     use lumen_core::method::gradient;
     use lumen_core::model::{with_autograd, ForwardOptions, ModelCard, Normalization, NetworkModel};
-    use lumen_core::{Classifier, Target};
+    use lumen_core::Target;
     use std::sync::Arc;
-    let _ = lumen_models::load_shipped;
-    lumen_std_relevance::link();
-    let registry = Registry::from_inventory().unwrap();
     let dev = Device::Cpu;
-    let mut models: Vec<(String, Arc<dyn Classifier>)> = vec![];
-    for name in ["mnist-cnn", "mnist-allcnn", "mnist-cnn-noise", "mnist-cnn-biased", "genomics-cnn"] {
-        models.push((name.into(), registry.load_model(name, &dev).unwrap()));
-    }
+    let mut models = shipped(&["mnist-cnn", "mnist-allcnn", "mnist-cnn-noise", "mnist-cnn-biased", "genomics-cnn"]);
     // mnist-cnn behind a normalisation, which the gradient must pass through.
     let card_path = lumen_models::card_path("mnist-cnn").unwrap();
     let mut card = ModelCard::load(&card_path).unwrap();
@@ -65,10 +68,7 @@ fn native_reverse_pass_gives_autogradients() {
     let guided = lumen_std_propagation::rules::guided_backprop();
     let deconv = lumen_std_propagation::rules::deconvnet();
     for (name, m) in &models {
-        let mut shape = vec![4];
-        shape.extend(&m.info().input_shape);
-        let (lo, hi) = m.info().input_range;
-        let x = Tensor::rand(lo, hi, shape.as_slice(), &dev).unwrap();
+        let x = inputs(m.as_ref(), 4);
         let k = m.info().num_classes();
         let targets = [
             Target::Classes(vec![0, 1 % k, k - 1, 2 % k]),
@@ -99,16 +99,8 @@ fn deeplift_native_pass_gives_autograds_contributions() {
     use lumen_core::model::with_autograd;
     use lumen_core::{Attributor, Target};
     use lumen_std_relevance::deeplift::{DeepLift, DeepLiftConfig, DeepLiftRules, Reference, SoftmaxMode};
-    let _ = lumen_models::load_shipped;
-    lumen_std_relevance::link();
-    let registry = Registry::from_inventory().unwrap();
-    let dev = Device::Cpu;
-    for name in ["mnist-cnn", "mnist-allcnn", "genomics-cnn"] {
-        let m = registry.load_model(name, &dev).unwrap();
-        let mut shape = vec![3];
-        shape.extend(&m.info().input_shape);
-        let (lo, hi) = m.info().input_range;
-        let x = Tensor::rand(lo, hi, shape.as_slice(), &dev).unwrap();
+    for (name, m) in shipped(&["mnist-cnn", "mnist-allcnn", "genomics-cnn"]) {
+        let x = inputs(m.as_ref(), 3);
         let k = m.info().num_classes();
         let targets = [Target::Classes(vec![0, 1, k - 1]), Target::Contrast { a: vec![1, 0, k - 1], b: vec![0, 1, 0] }];
         for (reference, softmax) in [(Reference::Zero, SoftmaxMode::Off), (Reference::Constant(0.3), SoftmaxMode::On)] {
@@ -136,16 +128,8 @@ fn lrp_native_pass_gives_autograds_relevance() {
     use lumen_core::model::with_autograd;
     use lumen_core::{Attributor, Target};
     use lumen_std_relevance::lrp::{Lrp, LrpConfig};
-    let _ = lumen_models::load_shipped;
-    lumen_std_relevance::link();
-    let registry = Registry::from_inventory().unwrap();
-    let dev = Device::Cpu;
-    for name in ["mnist-cnn", "mnist-allcnn", "genomics-cnn"] {
-        let m = registry.load_model(name, &dev).unwrap();
-        let mut shape = vec![3];
-        shape.extend(&m.info().input_shape);
-        let (lo, hi) = m.info().input_range;
-        let x = Tensor::rand(lo, hi, shape.as_slice(), &dev).unwrap();
+    for (name, m) in shipped(&["mnist-cnn", "mnist-allcnn", "genomics-cnn"]) {
+        let x = inputs(m.as_ref(), 3);
         for composite in ["lrp_zero", "lrp_epsilon"] {
             let lrp = Lrp::new(LrpConfig { composite: composite.into(), epsilon: 0.01, ..Default::default() });
             let t = Target::Classes(vec![0, 1, 1]);

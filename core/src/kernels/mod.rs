@@ -26,13 +26,19 @@ thread_local! {
 /// Runs `f` with candle's own ops instead of lumen's kernels on this thread (the
 /// reference path for tests and comparisons).
 pub fn with_candle_ops<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
+    with_flag(&CANDLE_PATH, f)
+}
+
+/// Runs `f` with the thread-local `flag` set, restoring it afterwards (also on a
+/// panic): the switches that select a reference path in tests.
+pub(crate) fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(&'static std::thread::LocalKey<Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            CANDLE_PATH.with(|c| c.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(CANDLE_PATH.with(|c| c.replace(true)));
+    let _restore = Restore(flag, flag.with(|c| c.replace(true)));
     f()
 }
 

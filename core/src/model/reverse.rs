@@ -23,14 +23,7 @@ thread_local! {
 /// Runs `f` with the native reverse pass switched off on this thread, so gradients go
 /// through candle's autograd (the reference path for tests and comparisons).
 pub fn with_autograd<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            AUTOGRAD_ONLY.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(AUTOGRAD_ONLY.with(|c| c.replace(true)));
-    f()
+    kernels::with_flag(&AUTOGRAD_ONLY, f)
 }
 
 /// The result of [`Network::reverse`].
