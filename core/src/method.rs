@@ -77,29 +77,14 @@ pub fn gradient(model: &dyn Classifier, xs: &Tensor, target: &Target, opts: Forw
 /// ([`Classifier::input_gradient`]), or `None` where the model has none (or the
 /// target is malformed: the autograd path then reports it).
 fn native_gradient(model: &dyn Classifier, xs: &Tensor, target: &Target, opts: &ForwardOptions) -> Result<Option<Gradient>> {
-    let (a, b): (&[usize], &[usize]) = match target {
-        Target::Classes(a) => (a, &[]),
-        Target::Contrast { a, b } => (a, b),
-        _ => return Ok(None),
-    };
     if opts.ctx.reference_split.is_some() {
         // The split pass carries only the inputs' rows; this objective has every row.
         return Ok(None);
     }
-    let (n, k) = (xs.dim(0)?, model.info().num_classes());
-    let contrast = matches!(target, Target::Contrast { .. });
-    if a.len() != n || (contrast && b.len() != n) || a.iter().chain(b).any(|&c| c >= k) {
+    let n = xs.dim(0)?;
+    let Some(seed) = crate::target::class_seed(target, n, n, model.info().num_classes(), false, xs)? else {
         return Ok(None);
-    }
-    // d objective / d logits: +1 at a, −1 at b.
-    let mut seed = vec![0f64; n * k];
-    for (i, &c) in a.iter().enumerate() {
-        seed[i * k + c] += 1.0;
-    }
-    for (i, &c) in b.iter().enumerate() {
-        seed[i * k + c] -= 1.0;
-    }
-    let seed = Tensor::from_vec(seed, (n, k), xs.device())?.to_dtype(xs.dtype())?;
+    };
     let Some(r) = model.input_gradient(&xs.detach(), &seed, opts)? else { return Ok(None) };
     let objective = crate::target::class_objective(&r.output, target)?;
     Ok(Some(Gradient { grad: r.grad, objective, output: r.output }))

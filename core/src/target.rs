@@ -134,9 +134,38 @@ pub fn predict(model: &dyn Classifier, xs: &Tensor) -> Result<Vec<usize>> {
     Ok(logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?.into_iter().map(|c| c as usize).collect())
 }
 
+/// `d objective / d logits` of a class target, `[rows, K]`, for its first `rows`
+/// examples: `e_a` (or `e_a − e_b`), centred per row when `centre` (the objective is
+/// then read from mean-centred logits). `None` for other targets, or a target whose
+/// length is not `len` or whose classes are not below `k`: the autograd path then
+/// reports it.
+pub fn class_seed(target: &Target, len: usize, rows: usize, k: usize, centre: bool, like: &Tensor) -> Result<Option<Tensor>> {
+    let (a, b): (&[usize], &[usize]) = match target {
+        Target::Classes(a) => (a, &[]),
+        Target::Contrast { a, b } => (a, b),
+        _ => return Ok(None),
+    };
+    let contrast = matches!(target, Target::Contrast { .. });
+    if rows > len || a.len() != len || (contrast && b.len() != len) || a.iter().chain(b).any(|&c| c >= k) {
+        return Ok(None);
+    }
+    let mut seed = vec![0f64; rows * k];
+    for (i, row) in seed.chunks_mut(k.max(1)).enumerate() {
+        row[a[i]] += 1.0;
+        if contrast {
+            row[b[i]] -= 1.0;
+        }
+        if centre {
+            let mean = row.iter().sum::<f64>() / k as f64;
+            row.iter_mut().for_each(|v| *v -= mean);
+        }
+    }
+    Ok(Some(Tensor::from_vec(seed, (rows, k), like.device())?.to_dtype(like.dtype())?))
+}
+
 /// `z_c` (or `z_a − z_b`) per example from the logits `[B, K]`, for the class
 /// targets; other targets are an error.
-pub(crate) fn class_objective(output: &Tensor, target: &Target) -> Result<Tensor> {
+pub fn class_objective(output: &Tensor, target: &Target) -> Result<Tensor> {
     let dev = output.device();
     let pick = |v: &[usize]| -> Result<Tensor> {
         let idx = Tensor::from_vec(v.iter().map(|c| *c as u32).collect::<Vec<_>>(), (v.len(), 1), dev)?;

@@ -363,24 +363,17 @@ fn objective(model: &dyn Classifier, xs: &Tensor, target: &Target, opts: Forward
 
 /// [`objective`] of a class target from the logits.
 fn class_objective(out: &Tensor, target: &Target, normalise: bool) -> Result<Tensor> {
-    let gather = |out: &Tensor, v: &[usize]| -> Result<Tensor> {
-        let idx = Tensor::from_vec(v.iter().map(|c| *c as u32).collect::<Vec<_>>(), (v.len(), 1), out.device())?;
-        Ok(out.gather(&idx, 1)?.squeeze(1)?)
-    };
     if out.rank() != 2 {
         return Err(Error::BadTarget(format!("a class target needs [B, K] outputs, got {:?}", out.dims())));
     }
     let out = if normalise { out.broadcast_sub(&out.mean_keepdim(D::Minus1)?)? } else { out.clone() };
-    match target {
-        Target::Classes(v) => gather(&out, v),
-        Target::Contrast { a, b } => Ok((gather(&out, a)? - gather(&out, b)?)?),
-        _ => Err(Error::msg("internal: class_objective needs a class target")),
-    }
+    lumen_core::target::class_objective(&out, target)
 }
 
 /// The objective of every row and the multipliers of the `n` input rows through the
 /// model's native reverse pass ([`Classifier::input_gradient`]), or `None` where it
-/// has none (the caller then runs candle's autograd).
+/// has none (the caller then runs candle's autograd). Under the reference split only
+/// the inputs' rows carry a gradient, so the seed has `n` rows.
 fn native(
     model: &dyn Classifier,
     batch: &Tensor,
@@ -389,32 +382,8 @@ fn native(
     normalise: bool,
     n: usize,
 ) -> Result<Option<(Tensor, Tensor)>> {
-    let (a, b): (&[usize], &[usize]) = match target {
-        Target::Classes(a) => (a, &[]),
-        Target::Contrast { a, b } => (a, b),
-        _ => return Ok(None),
-    };
     let k = model.info().num_classes();
-    let contrast = matches!(target, Target::Contrast { .. });
-    if a.len() != 2 * n || (contrast && b.len() != 2 * n) || a.iter().chain(b).any(|&c| c >= k) {
-        return Ok(None);
-    }
-    // d objective / d logits for the input rows (under the reference split only they
-    // carry a gradient): e_a − e_b, projected onto zero-mean vectors when the logits
-    // are normalised.
-    let mut seed = vec![0f64; n * k];
-    for i in 0..n {
-        let row = &mut seed[i * k..(i + 1) * k];
-        row[a[i]] += 1.0;
-        if contrast {
-            row[b[i]] -= 1.0;
-        }
-        if normalise {
-            let mean = row.iter().sum::<f64>() / k as f64;
-            row.iter_mut().for_each(|v| *v -= mean);
-        }
-    }
-    let seed = Tensor::from_vec(seed, (n, k), batch.device())?.to_dtype(batch.dtype())?;
+    let Some(seed) = lumen_core::target::class_seed(target, 2 * n, n, k, normalise, batch)? else { return Ok(None) };
     let Some(r) = model.input_gradient(&batch.detach(), &seed, opts)? else { return Ok(None) };
     Ok(Some((class_objective(&r.output, target, normalise)?, r.grad)))
 }
