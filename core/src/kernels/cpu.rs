@@ -87,23 +87,67 @@ pub(crate) fn matmul<T: WithDType>(
     }
 }
 
-/// Runs `f(image, out_chunk, scratch, gemm parallelism)` for each of `b` images.
+/// Runs `f(image, out_chunk, gemm parallelism)` for each of `b` images.
 fn for_images<T: WithDType, F>(out: &mut [T], stride: usize, b: usize, f: F)
 where
-    F: Fn(usize, &mut [T], &mut Vec<T>, Parallelism) + Sync + Send,
+    F: Fn(usize, &mut [T], Parallelism) + Sync + Send,
 {
     if stride == 0 {
         return;
     }
     let nt = threads();
     if nt > 1 && b >= nt {
-        out.par_chunks_mut(stride).enumerate().for_each_init(Vec::new, |buf, (i, o)| f(i, o, buf, Parallelism::None));
+        out.par_chunks_mut(stride).enumerate().for_each(|(i, o)| f(i, o, Parallelism::None));
     } else {
-        let mut buf = Vec::new();
         for (i, o) in out.chunks_mut(stride).enumerate() {
-            f(i, o, &mut buf, gemm_par(nt));
+            f(i, o, gemm_par(nt));
         }
     }
+}
+
+thread_local! {
+    /// Per-thread scratch (im2col matrices, padded images, pre-pool maps) kept between
+    /// calls: a fresh buffer per image or per rayon job was zeroed and often
+    /// page-faulted in.
+    static SCRATCH: std::cell::Cell<[Vec<u64>; 3]> = const { std::cell::Cell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` on three scratch slices of `lens` elements. Their contents are arbitrary:
+/// `f` writes before it reads. Re-entrant (a nested call, e.g. from a rayon job run
+/// while this thread waits, finds the buffers taken and allocates its own).
+fn with_scratch<T: WithDType, R>(lens: [usize; 3], f: impl FnOnce([&mut [T]; 3]) -> R) -> R {
+    const { assert!(std::mem::align_of::<T>() <= 8) };
+    let mut bufs = SCRATCH.take();
+    let views = {
+        let mut it = bufs.iter_mut().zip(lens).map(|(buf, len)| {
+            let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+            if buf.len() < words {
+                buf.resize(words, 0);
+            }
+            // SAFETY: the buffer is initialised, 8-byte aligned (u64) and at least
+            // `len` elements of T long; T is a plain number type (every bit pattern is
+            // a value); the buffers are distinct allocations, so the slices do not alias.
+            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<T>(), len) }
+        });
+        [(); 3].map(|_| it.next().unwrap_or_default())
+    };
+    let r = f(views);
+    SCRATCH.set(bufs);
+    r
+}
+
+/// A vector of `len` elements for a kernel that writes every element before any is
+/// read (a GEMM with `accumulate = false`, a pool over every window): it skips the
+/// zero fill, a full extra pass over the output.
+fn overwritten<T: WithDType>(len: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: T is a plain number type, and the callers write all `len` elements
+    // before reading any (each call site says which kernel does).
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
 }
 
 /// Geometry of a 2-D convolution (no dilation: the layer vocabulary has none).
@@ -139,6 +183,14 @@ impl Conv {
     pub fn y_len(&self) -> usize {
         self.o * self.n()
     }
+    /// Scratch for [`im2col`]'s zero-padded image.
+    fn padded_len(&self) -> usize {
+        if self.sw == 1 && (self.ph > 0 || self.pw > 0) {
+            self.c * (self.h + 2 * self.ph) * (self.w + 2 * self.pw)
+        } else {
+            0
+        }
+    }
     /// A 1×1 convolution with stride 1 and no padding: the image is its own im2col.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
@@ -153,13 +205,69 @@ fn span(out: usize, s: usize, off: isize, len: usize) -> (usize, usize) {
     (lo, hi.min(out).max(lo))
 }
 
-/// One image `[c, h, w]` to its patch matrix `[c·kh·kw, ho·wo]` (zeros for padding).
-fn im2col<T: WithDType>(g: &Conv, x: &[T], col: &mut [T]) {
+/// One image `[c, h, w]` to its patch matrix `[c·kh·kw, ho·wo]` (zeros for padding),
+/// rows `ld ≥ ho·wo` apart (what lies between is left as it was). `pad` is scratch for the zero-padded image (`c·(h + 2ph)·(w + 2pw)` elements) when
+/// the width stride is 1: then every patch row is a run of `wo` contiguous pixels.
+fn im2col<T: WithDType>(g: &Conv, x: &[T], col: &mut [T], pad: &mut [T], ld: usize) {
+    if g.sw != 1 {
+        return im2col_strided(g, x, col, ld);
+    }
+    let (hp, wp) = (g.h + 2 * g.ph, g.w + 2 * g.pw);
+    let p: &[T] = if g.ph == 0 && g.pw == 0 {
+        x
+    } else {
+        let pad = &mut pad[..g.c * hp * wp];
+        pad.fill(T::zero());
+        for (pc, xc) in pad.chunks_mut(hp * wp).zip(x.chunks(g.h * g.w)) {
+            for (prow, xrow) in pc[g.ph * wp..].chunks_mut(wp).zip(xc.chunks(g.w)) {
+                prow[g.pw..g.pw + g.w].copy_from_slice(xrow);
+            }
+        }
+        pad
+    };
+    let mut r = 0;
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let base = c * hp * wp + ki * wp + kj;
+                for oy in 0..g.ho {
+                    let at = r * ld + oy * g.wo;
+                    copy_run(&mut col[at..], &p[base + oy * g.sh * wp..], g.wo);
+                }
+                r += 1;
+            }
+        }
+    }
+}
+
+/// `dst[..len] = src[..len]` for the short runs of im2col, in constant-size blocks
+/// that compile to vector moves (a `memcpy` call per run of ~14 pixels cost more than
+/// the copy). The last block may write past `len` where both slices have room: the
+/// caller fills its runs in increasing order, so the next run overwrites the excess.
+#[inline(always)]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T], len: usize) {
+    const B: usize = 8;
+    let mut i = 0;
+    while i + B <= len {
+        dst[i..i + B].copy_from_slice(&src[i..i + B]);
+        i += B;
+    }
+    if i < len {
+        if dst.len() >= i + B && src.len() >= i + B {
+            dst[i..i + B].copy_from_slice(&src[i..i + B]);
+        } else {
+            dst[i..len].copy_from_slice(&src[i..len]);
+        }
+    }
+}
+
+/// [`im2col`] for a width stride above 1: clipped runs, zeros outside the image.
+fn im2col_strided<T: WithDType>(g: &Conv, x: &[T], col: &mut [T], ld: usize) {
     let n = g.n();
     for c in 0..g.c {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                let row = &mut col[((c * g.kh + ki) * g.kw + kj) * n..][..n];
+                let row = &mut col[((c * g.kh + ki) * g.kw + kj) * ld..][..n];
                 let off = kj as isize - g.pw as isize;
                 let (lo, hi) = span(g.wo, g.sw, off, g.w);
                 for oy in 0..g.ho {
@@ -223,25 +331,72 @@ fn col2im<T: WithDType>(g: &Conv, col: &[T], x: &mut [T]) {
     }
 }
 
-/// `y = conv(x, w) + bias`: per image `[o, n] = w[o, k] · im2col(x)[k, n]`.
-pub(crate) fn conv2d<T: WithDType>(g: &Conv, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+/// What a convolution's output goes through, per image while it is in cache, before
+/// it is stored: the bias, then a ReLU, then a max-pool (`planes` = output channels).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Epilogue {
+    pub relu: bool,
+    pub pool: Option<Pool>,
+}
+
+/// `y = conv(x, w) + bias` (per image `[o, n] = w[o, k] · im2col(x)[k, n]`), then the
+/// epilogue's ReLU and max-pool in the same pass per image (the same values as the ops
+/// in turn).
+pub(crate) fn conv2d_then<T: WithDType>(g: &Conv, x: &[T], w: &[T], bias: Option<&[T]>, ep: Epilogue) -> Vec<T> {
     let (k, n) = (g.k(), g.n());
-    let mut y = vec![T::zero(); g.b * g.y_len()];
-    for_images(&mut y, g.y_len(), g.b, |i, yi, col, par| {
+    let out_len = ep.pool.map_or(g.y_len(), |p| p.planes * p.y_len());
+    let spans = ep.pool.map(|p| p.spans());
+    // The patch matrix's rows are padded to whole SIMD registers (64 bytes): then the
+    // GEMM reads them in place instead of packing a copy. The padding columns give
+    // output columns that are never read. (A 1×1 conv reads the image itself.)
+    let lanes = 64 / std::mem::size_of::<T>();
+    let ld = if g.pointwise() { n } else { n.next_multiple_of(lanes) };
+    // The GEMM writes to scratch when a pool follows or the rows are padded.
+    let staged = ep.pool.is_some() || ld != n;
+    // Every element is written: by the GEMM (accumulate = false), the copy from the
+    // scratch map, or the pool.
+    let mut y = overwritten::<T>(g.b * out_len);
+    for_images(&mut y, out_len, g.b, |i, yi, par| {
         let xi = &x[i * g.x_len()..][..g.x_len()];
-        if let Some(bias) = bias {
-            for (row, v) in yi.chunks_mut(n).zip(bias) {
-                row.fill(*v);
+        let col_len = if g.pointwise() { 0 } else { k * ld };
+        let map_len = if staged { g.o * ld } else { 0 };
+        with_scratch::<T, _>([col_len, map_len, g.padded_len()], |[col, map, pad]| {
+            let src: &[T] = if g.pointwise() {
+                xi
+            } else {
+                im2col(g, xi, col, pad, ld);
+                col
+            };
+            let dst: &mut [T] = if staged { map } else { &mut *yi };
+            matmul((g.o, ld, k), dst, false, Mat::rows(w, k), Mat::rows(src, ld), par);
+            for (c, row) in dst.chunks_mut(ld).enumerate() {
+                let row = &mut row[..n];
+                let b = bias.map_or(T::zero(), |b| b[c]);
+                if ep.relu {
+                    for v in row.iter_mut() {
+                        let s = *v + b;
+                        *v = if s >= T::zero() { s } else { T::zero() };
+                    }
+                } else if bias.is_some() {
+                    for v in row.iter_mut() {
+                        *v += b;
+                    }
+                }
             }
-        }
-        let src: &[T] = if g.pointwise() {
-            xi
-        } else {
-            col.resize(k * n, T::zero());
-            im2col(g, xi, col);
-            col
-        };
-        matmul((g.o, n, k), yi, bias.is_some(), Mat::rows(w, k), Mat::rows(src, n), par);
+            match (&ep.pool, &spans) {
+                (Some(p), Some(sp)) => {
+                    for (xp, yp) in map.chunks(ld).zip(yi.chunks_mut(p.y_len())) {
+                        p.max_plane(sp, &xp[..n], yp);
+                    }
+                }
+                _ if staged => {
+                    for (src, dst) in map.chunks(ld).zip(yi.chunks_mut(n)) {
+                        dst.copy_from_slice(&src[..n]);
+                    }
+                }
+                _ => {}
+            }
+        })
     });
     y
 }
@@ -250,14 +405,15 @@ pub(crate) fn conv2d<T: WithDType>(g: &Conv, x: &[T], w: &[T], bias: Option<&[T]
 pub(crate) fn conv2d_input_grad<T: WithDType>(g: &Conv, gy: &[T], w: &[T]) -> Vec<T> {
     let (k, n) = (g.k(), g.n());
     let mut dx = vec![T::zero(); g.b * g.x_len()];
-    for_images(&mut dx, g.x_len(), g.b, |i, dxi, col, par| {
+    for_images(&mut dx, g.x_len(), g.b, |i, dxi, par| {
         let gi = &gy[i * g.y_len()..][..g.y_len()];
         if g.pointwise() {
             matmul((k, n, g.o), dxi, false, Mat::t(w, k), Mat::rows(gi, n), par);
         } else {
-            col.resize(k * n, T::zero());
-            matmul((k, n, g.o), col, false, Mat::t(w, k), Mat::rows(gi, n), par);
-            col2im(g, col, dxi);
+            with_scratch::<T, _>([k * n, 0, 0], |[col, _, _]| {
+                matmul((k, n, g.o), col, false, Mat::t(w, k), Mat::rows(gi, n), par);
+                col2im(g, col, dxi);
+            });
         }
     });
     dx
@@ -274,6 +430,7 @@ pub(crate) fn conv2d_weight_grad<T: WithDType>(g: &Conv, gy: &[T], x: &[T]) -> V
     let part = |t: usize| {
         let mut dw = vec![T::zero(); g.o * k];
         let mut col = Vec::new();
+        let mut pad = vec![T::zero(); g.padded_len()];
         for i in t * per..((t + 1) * per).min(g.b) {
             let xi = &x[i * g.x_len()..][..g.x_len()];
             let gi = &gy[i * g.y_len()..][..g.y_len()];
@@ -281,7 +438,7 @@ pub(crate) fn conv2d_weight_grad<T: WithDType>(g: &Conv, gy: &[T], x: &[T]) -> V
                 xi
             } else {
                 col.resize(k * n, T::zero());
-                im2col(g, xi, &mut col);
+                im2col(g, xi, &mut col, &mut pad, n);
                 &col
             };
             matmul((g.o, k, n), &mut dw, true, Mat::rows(gi, n), Mat::t(src, n), par);
@@ -353,7 +510,7 @@ impl Pool {
     }
     /// The clipped input ranges of every output row and column, computed once per
     /// call rather than once per window.
-    fn spans(&self) -> Spans {
+    pub(crate) fn spans(&self) -> Spans {
         let ys = (0..self.ho).map(|o| clip(o, self.sh, self.kh, self.ph, self.h)).collect();
         let xs = (0..self.wo).map(|o| clip(o, self.sw, self.kw, self.pw, self.w)).collect();
         Spans { ys, xs }
@@ -362,7 +519,7 @@ impl Pool {
 
 /// Per output row (column): the input rows (columns) `[start, end)` and the
 /// divisor's factor.
-struct Spans {
+pub(crate) struct Spans {
     ys: Vec<(usize, usize, usize)>,
     xs: Vec<(usize, usize, usize)>,
 }
@@ -442,12 +599,44 @@ impl Pool {
 
 pub(crate) fn max_pool<T: WithDType>(g: &Pool, x: &[T]) -> Vec<T> {
     let sp = g.spans();
-    let mut y = vec![T::zero(); g.planes * g.y_len()];
+    // Every window is written by `max_plane`.
+    let mut y = overwritten::<T>(g.planes * g.y_len());
     y.par_chunks_mut(g.y_len().max(1)).enumerate().for_each(|(p, yp)| {
-        let xp = &x[p * g.x_len()..][..g.x_len()];
-        g.for_each_max(&sp, xp, |o, i| yp[o] = xp[i]);
+        g.max_plane(&sp, &x[p * g.x_len()..][..g.x_len()], yp);
     });
     y
+}
+
+/// The later of `a`, `b` only if it is larger or NaN: the first maximum's value, with
+/// a NaN winning (the rule of `Spans::argmax`).
+#[inline(always)]
+fn first_max<T: WithDType>(a: T, b: T) -> T {
+    #[allow(clippy::eq_op)]
+    if b > a || b != b {
+        b
+    } else {
+        a
+    }
+}
+
+impl Pool {
+    /// One plane's window maxima: the value at each window's first maximum. 2×2
+    /// windows with stride 2 (the common case) take a branch-free path of pair maxima
+    /// in row-major order, so ties and NaNs resolve as in `Spans::argmax`.
+    pub(crate) fn max_plane<T: WithDType>(&self, sp: &Spans, xp: &[T], yp: &mut [T]) {
+        let full = self.ph == 0 && self.pw == 0 && 2 * self.ho <= self.h && 2 * self.wo <= self.w;
+        if (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2) && full {
+            for (oy, yr) in yp.chunks_mut(self.wo).enumerate().take(self.ho) {
+                let r0 = &xp[2 * oy * self.w..][..2 * self.wo];
+                let r1 = &xp[(2 * oy + 1) * self.w..][..2 * self.wo];
+                for ((y, a), b) in yr.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                    *y = first_max(first_max(a[0], a[1]), first_max(b[0], b[1]));
+                }
+            }
+            return;
+        }
+        self.for_each_max(sp, xp, |o, i| yp[o] = xp[i]);
+    }
 }
 
 /// The max-pool gradient: each window's `gy` goes whole to its first maximum.

@@ -103,29 +103,49 @@ impl ConvParams {
     }
 }
 
-struct ConvOp(ConvParams);
+/// A convolution, optionally followed (plain forward only) by a ReLU and a max-pool
+/// applied per image while the output is in cache.
+struct ConvOp {
+    p: ConvParams,
+    relu: bool,
+    pool: Option<PoolParams>,
+}
 
 impl ConvOp {
+    fn plain(p: ConvParams) -> Self {
+        ConvOp { p, relu: false, pool: None }
+    }
+
     fn fwd<T: WithDType>(
         &self,
         (s1, l1): (&CpuStorage, &Layout),
         (s2, l2): (&CpuStorage, &Layout),
         bias: Option<(&CpuStorage, &Layout)>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = self.0.geom(l1.dims(), l2.dims())?;
+        let g = self.p.geom(l1.dims(), l2.dims())?;
         let bias = match bias {
             Some((s, l)) if l.dims() == [g.o] => Some(slice::<T>(s, l)?),
             Some((_, l)) => candle_core::bail!("conv2d: bias of shape {:?} for {} output channels", l.dims(), g.o),
             None => None,
         };
-        out(cpu::conv2d(&g, slice::<T>(s1, l1)?, slice::<T>(s2, l2)?, bias), (g.b, g.o, g.ho, g.wo))
+        let conv_dims = [g.b, g.o, g.ho, g.wo];
+        let pool = self.pool.map(|p| p.geom(&[1, g.o, g.ho, g.wo])).transpose()?;
+        let shape = match &pool {
+            Some(pg) => pool_shape(pg, &conv_dims, true),
+            None => Shape::from(&conv_dims[..]),
+        };
+        let ep = cpu::Epilogue { relu: self.relu, pool };
+        out(cpu::conv2d_then(&g, slice::<T>(s1, l1)?, slice::<T>(s2, l2)?, bias, ep), shape)
     }
 
     fn grads(&self, x: &Tensor, w: &Tensor, gy: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if self.relu || self.pool.is_some() {
+            candle_core::bail!("lumen kernel: the fused conv → relu → pool forward has no backward");
+        }
         let (_, _, h, wd) = x.dims4()?;
-        let dx = if x.track_op() { Some(conv_input_grad(gy, w, (h, wd), self.0)?) } else { None };
+        let dx = if x.track_op() { Some(conv_input_grad(gy, w, (h, wd), self.p)?) } else { None };
         let (_, _, kh, kw) = w.dims4()?;
-        let dw = if w.track_op() { Some(conv_weight_grad(gy, x, (kh, kw), self.0)?) } else { None };
+        let dw = if w.track_op() { Some(conv_weight_grad(gy, x, (kh, kw), self.p)?) } else { None };
         Ok((dx, dw))
     }
 }
@@ -202,7 +222,7 @@ impl CustomOp2 for ConvInputGrad {
     }
     fn bwd(&self, gy: &Tensor, w: &Tensor, _: &Tensor, ddx: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         // ⟨ddx, dx(gy, w)⟩ = ⟨conv(ddx, w), gy⟩ = ⟨wgrad(gy, ddx), w⟩.
-        let dgy = if gy.track_op() { Some(conv_fwd(ddx, w, None, self.p)?) } else { None };
+        let dgy = if gy.track_op() { Some(conv_fwd(ddx, w, None, ConvOp::plain(self.p))?) } else { None };
         let (_, _, kh, kw) = w.dims4()?;
         let dw = if w.track_op() { Some(conv_weight_grad(gy, ddx, (kh, kw), self.p)?) } else { None };
         Ok((dgy, dw))
@@ -233,18 +253,18 @@ impl CustomOp2 for ConvWeightGrad {
     }
     fn bwd(&self, gy: &Tensor, x: &Tensor, _: &Tensor, ddw: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         // ⟨ddw, dw(gy, x)⟩ = ⟨conv(x, ddw), gy⟩ = ⟨dx(gy, ddw), x⟩.
-        let dgy = if gy.track_op() { Some(conv_fwd(x, ddw, None, self.p)?) } else { None };
+        let dgy = if gy.track_op() { Some(conv_fwd(x, ddw, None, ConvOp::plain(self.p))?) } else { None };
         let (_, _, h, w) = x.dims4()?;
         let dx = if x.track_op() { Some(conv_input_grad(gy, ddw, (h, w), self.p)?) } else { None };
         Ok((dgy, dx))
     }
 }
 
-fn conv_fwd(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: ConvParams) -> candle_core::Result<Tensor> {
+fn conv_fwd(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: ConvOp) -> candle_core::Result<Tensor> {
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match b {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, ConvOp(p)),
-        None => x.apply_op2(&w, ConvOp(p)),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
     }
 }
 
@@ -263,7 +283,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: ConvParams) -> Resu
     let mut args = vec![x, w];
     args.extend(fused);
     if native(&args) {
-        let y = conv_fwd(x, w, fused, p)?;
+        let y = conv_fwd(x, w, fused, ConvOp::plain(p))?;
         return Ok(match (b, fused) {
             (Some(b), None) => y.broadcast_add(&crate::model::network::per_channel(b, y.rank())?)?,
             _ => y,
@@ -280,6 +300,19 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: ConvParams) -> Resu
         Some(b) => y.broadcast_add(&crate::model::network::per_channel(b, y.rank())?)?,
         None => y,
     })
+}
+
+/// `max_pool(relu(conv2d(x, w) + b))` (the pool optional) in one pass per image, for
+/// the plain forward of a conv block: the same values as the ops in turn, without
+/// storing the two intermediate maps. `None` where lumen's kernels do not take the
+/// tensors or a gradient is tracked (the fused op has no backward).
+pub fn conv2d_relu_pool(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: ConvParams, pool: Option<PoolParams>) -> Result<Option<Tensor>> {
+    let mut args = vec![x, w];
+    args.extend(b);
+    if !native(&args) || args.iter().any(|t| t.track_op()) || w.rank() != 4 || b.is_some_and(|b| b.dims() != [w.dims()[0]]) {
+        return Ok(None);
+    }
+    Ok(Some(conv_fwd(x, w, b, ConvOp { p, relu: true, pool })?))
 }
 
 /// `[B, C, L]` convolved with `w [O, C, k]`, as a conv2d of height 1.

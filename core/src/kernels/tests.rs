@@ -394,3 +394,42 @@ fn max_pool_2x2_fast_path_ties_and_nan() {
     want[10] = 1000.0; // tie of three 7s: the first
     assert_eq!(flat(g.get(&x).unwrap()), want);
 }
+
+/// The fused conv → ReLU → max-pool forward gives bit for bit the values of the three
+/// ops in turn, for every conv geometry (padded patch rows included) and every pool
+/// that fits its output, on batches above and below the thread count.
+#[test]
+fn fused_conv_relu_pool_equals_the_ops_in_turn() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let pools = [None, Some(PoolParams::square(2, 2)), Some(PoolParams { kernel: (3, 3), stride: (2, 2), padding: (1, 1), ceil_mode: true })];
+    for case in conv_cases() {
+        for batch in [1, case.x[0] + 2] {
+            let mut dims = case.x.clone();
+            dims[0] = batch;
+            let x = t64(&rand_vec(&mut rng, dims.iter().product()), &dims);
+            let w = t64(&rand_vec(&mut rng, case.w.iter().product()), &case.w);
+            let b = t64(&rand_vec(&mut rng, case.w[0]), &[case.w[0]]);
+            for dt in [DType::F32, DType::F64] {
+                let (x, w, b) = (x.to_dtype(dt).unwrap(), w.to_dtype(dt).unwrap(), b.to_dtype(dt).unwrap());
+                for bias in [None, Some(&b)] {
+                    let y = relu(&conv2d(&x, &w, bias, case.p).unwrap()).unwrap();
+                    for pool in pools {
+                        let Ok(want) = pool.map_or(Ok(y.clone()), |p| max_pool2d(&y, p)) else { continue };
+                        let got = conv2d_relu_pool(&x, &w, bias, case.p, pool).unwrap().expect("native");
+                        assert_eq!(got.dims(), want.dims(), "{:?} {pool:?}", case.x);
+                        let (g, wv) = (flat(&got), flat(&want));
+                        assert!(g.iter().zip(&wv).all(|(a, b)| a.to_bits() == b.to_bits()), "{:?} {:?} {pool:?} {dt:?}", case.x, case.p);
+                    }
+                }
+            }
+        }
+    }
+    // Declined where a gradient is tracked or candle's ops are asked for.
+    let x = Var::new(&[[[[1f32, -2.], [3., 4.]]]], &D0).unwrap();
+    let w = Tensor::new(&[[[[1f32]]]], &D0).unwrap();
+    let p = ConvParams { stride: (1, 1), padding: (0, 0) };
+    assert!(conv2d_relu_pool(&x, &w, None, p, None).unwrap().is_none());
+    let x = x.as_tensor().detach();
+    assert!(with_candle_ops(|| conv2d_relu_pool(&x, &w, None, p, None)).unwrap().is_none());
+    assert!(conv2d_relu_pool(&x, &w, None, p, None).unwrap().is_some());
+}

@@ -278,7 +278,33 @@ impl Network {
         }
         let mut taps = HashMap::new();
         let mut last = xs.clone();
+        let mut skip_to = 0;
         for (i, node) in self.nodes.iter().enumerate() {
+            if i < skip_to {
+                continue;
+            }
+            if let Some((out, end)) = self.fused_block(i, &values, &uses, opts)? {
+                for j in i..end {
+                    for &k in &self.nodes[j].inputs {
+                        uses[k] -= 1;
+                        if uses[k] == 0 && k != 0 {
+                            values[k] = None;
+                        }
+                    }
+                }
+                if let Taps::Names(ns) = &opts.taps {
+                    if ns.iter().any(|n| n == &self.nodes[end - 1].name) {
+                        taps.insert(self.nodes[end - 1].name.clone(), out.clone());
+                    }
+                }
+                last = out.clone();
+                values[end] = Some(out);
+                skip_to = end;
+                if opts.stop_after.as_deref() == Some(self.nodes[end - 1].name.as_str()) {
+                    break;
+                }
+                continue;
+            }
             let inputs: Vec<Tensor> = node
                 .inputs
                 .iter()
@@ -319,6 +345,49 @@ impl Network {
             }
         }
         Ok(Forward { output: last, taps })
+    }
+}
+
+impl Network {
+    /// A conv2d → ReLU (→ max-pool) chain starting at node `i` that the plain forward
+    /// may compute in one fused kernel pass ([`crate::kernels::conv2d_relu_pool`]):
+    /// its output and the index after its last node. Only where nothing else sees the
+    /// intermediate maps: no rule map, no tap or stop on them, one consumer each.
+    fn fused_block(
+        &self,
+        i: usize,
+        values: &[Option<Tensor>],
+        uses: &[usize],
+        opts: &ForwardOptions,
+    ) -> Result<Option<(Tensor, usize)>> {
+        let node = &self.nodes[i];
+        let LayerKind::Conv2d { stride, padding, .. } = node.kind else { return Ok(None) };
+        if opts.composite.is_some() || matches!(opts.taps, Taps::All) || node.inputs.len() != 1 {
+            return Ok(None);
+        }
+        // Node j (its value is values[j + 1]) reads only node j - 1's value.
+        let chained = |j: usize| self.nodes.get(j).is_some_and(|n| n.inputs == [j]) && uses[j] == 1;
+        let hidden = |j: usize| {
+            let name = self.nodes[j].name.as_str();
+            opts.stop_after.as_deref() != Some(name)
+                && !matches!(&opts.taps, Taps::Names(ns) if ns.iter().any(|n| n == name))
+        };
+        if !(chained(i + 1) && matches!(self.nodes[i + 1].kind, LayerKind::Relu) && hidden(i)) {
+            return Ok(None);
+        }
+        let pool = match self.nodes.get(i + 2).map(|n| &n.kind) {
+            Some(LayerKind::MaxPool2d { kernel, stride }) if chained(i + 2) && hidden(i + 1) => {
+                Some(crate::kernels::PoolParams::square(*kernel, *stride))
+            }
+            _ => None,
+        };
+        let Some(x) = values[node.inputs[0]].as_ref() else { return Ok(None) };
+        let p = crate::kernels::ConvParams { stride: (stride, stride), padding: (padding, padding) };
+        let w = req(&node.weight, &node.name, "weight")?;
+        let end = i + if pool.is_some() { 3 } else { 2 };
+        let out = crate::kernels::conv2d_relu_pool(x, w, node.bias.as_ref(), p, pool)
+            .map_err(|e| layer_err(node, &[x], e))?;
+        Ok(out.map(|o| (o, end)))
     }
 }
 
@@ -408,6 +477,37 @@ mod tests {
 
     fn vb_from(map: HashMap<String, Tensor>) -> VarBuilder<'static> {
         VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
+    }
+
+    /// The plain forward fuses conv → ReLU (→ max-pool) blocks; every way of seeing
+    /// an intermediate map (all taps, a named tap, a stop, a second consumer) turns
+    /// the fusion off there, and the values stay bit for bit those of the layers.
+    #[test]
+    fn fused_conv_blocks_keep_values_taps_and_stops() {
+        let conv = |c, o| LayerKind::Conv2d { in_channels: c, out_channels: o, kernel: 3, stride: 1, padding: 1, bias: true };
+        let specs = vec![
+            LayerSpec::new("c1", conv(1, 4)),
+            LayerSpec::new("r1", LayerKind::Relu),
+            LayerSpec::new("p1", LayerKind::MaxPool2d { kernel: 2, stride: 2 }),
+            LayerSpec::new("c2", conv(4, 3)),
+            LayerSpec::new("r2", LayerKind::Relu),
+            LayerSpec::new("c3", conv(3, 3)),
+            LayerSpec::new("r3", LayerKind::Relu),
+            LayerSpec::new("res", LayerKind::Add).with_inputs(&["c3", "r3"]),
+            LayerSpec::new("flat", LayerKind::Flatten),
+            LayerSpec::new("fc", LayerKind::Linear { in_features: 48, out_features: 2, bias: true }),
+        ];
+        let net = Network::from_spec(&specs, vb_from(init_params(&specs, 3, &Device::Cpu).unwrap())).unwrap();
+        let x = Tensor::rand(-1f32, 1., (3, 1, 8, 8), &Device::Cpu).unwrap();
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let all = net.forward_with(&x, &ForwardOptions { taps: Taps::All, ..Default::default() }).unwrap();
+        assert_eq!(bits(&net.forward(&x).unwrap()), bits(&all.output));
+        for (tap, stop) in [("p1", None), ("r1", None), ("c1", None), ("r2", Some("r2")), ("p1", Some("p1")), ("c3", None), ("r3", None)] {
+            let opts = ForwardOptions { taps: Taps::Names(vec![tap.into()]), stop_after: stop.map(String::from), ..Default::default() };
+            let f = net.forward_with(&x, &opts).unwrap();
+            assert_eq!(bits(f.tap(tap).unwrap()), bits(all.tap(tap).unwrap()), "tap {tap}");
+            assert_eq!(bits(&f.output), bits(all.tap(stop.unwrap_or("fc")).unwrap()), "stop {stop:?}");
+        }
     }
 
     #[test]
