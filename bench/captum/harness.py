@@ -340,6 +340,17 @@ def lumen_run(args, workload, batch, model_name, tmp):
     return json.loads(js.read_text())[0]
 
 
+def combine(runs):
+    """One side's rounds of a workload: the median of the rounds' medians, the least
+    minimum and the largest peak RSS, with every round's median kept."""
+    out = dict(runs[0])
+    out["median_ms"] = statistics.median(r["median_ms"] for r in runs)
+    out["min_ms"] = min(r["min_ms"] for r in runs)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    out["round_medians_ms"] = [r["median_ms"] for r in runs]
+    return out
+
+
 def versions(args):
     import captum
     import torch
@@ -356,8 +367,9 @@ def fmt(ms):
 def table(rows, info):
     lines = [
         f"mnist-cnn, {info['threads']} threads on both sides, {info['cpus']} CPUs; {info['lumen']}, "
-        f"torch {info['torch']}, Captum {info['captum']}, Python {info['python']}; median of {info['reps']} "
-        "timed calls after 1 warm-up, each workload in its own process.",
+        f"torch {info['torch']}, Captum {info['captum']}, Python {info['python']}; {info.get('rounds', 1)} "
+        f"alternating rounds (Captum, then lumen) of {info['reps']} timed calls after 1 warm-up, each in a "
+        "process of its own; the median of the rounds' medians.",
         "",
         "| workload | batch | Captum ms | lumen ms | lumen / Captum | Captum peak RSS MiB | lumen peak RSS MiB | matched |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
@@ -385,6 +397,10 @@ def main():
                     help="comma-separated workloads (default: all but the opt-in "
                          + ", ".join(w for w, _, _ in OPT_IN_WORKLOADS) + ")")
     ap.add_argument("--reps", type=int, default=5, help="timed calls per workload after one warm-up")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per workload, each one Captum process then one lumen process (a slow spell "
+                         "of a shared machine then hits both sides); the table takes the median of the "
+                         "rounds' medians")
     ap.add_argument("--threads", type=int, default=2, help="threads for PyTorch and lumen")
     ap.add_argument("--out", default=str(REPO / "out" / "bench-captum"), help="where results.json and table.md go")
     ap.add_argument("--skip-check", action="store_true", help="skip the PyTorch/lumen cross-check")
@@ -417,6 +433,7 @@ def main():
 
     info = versions(args)
     info["reps"] = args.reps
+    info["rounds"] = args.rounds
     check = None if args.skip_check else cross_check(args, model_name)
     rows = []
     matched = dict((w, m) for w, _, m in ALL_WORKLOADS)
@@ -425,12 +442,16 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for b in batches:
             for w in workloads:
-                print(f"harness: {w}, batch {b}: Captum ...", end="", file=sys.stderr, flush=True)
-                c = captum_run(args, w, b)
-                print(f" {fmt(c['median_ms'])} ms; lumen ...", end="", file=sys.stderr, flush=True)
-                l = lumen_run(args, w, b, model_name, tmp)
-                print(f" {fmt(l['median_ms'])} ms", file=sys.stderr, flush=True)
-                rows.append({"workload": w, "batch": b, "captum": c, "lumen": l, "matched": matched[w]})
+                cs, ls = [], []
+                for r in range(args.rounds):
+                    print(f"harness: {w}, batch {b}, round {r + 1}/{args.rounds}: Captum ...", end="",
+                          file=sys.stderr, flush=True)
+                    cs.append(captum_run(args, w, b))
+                    print(f" {fmt(cs[-1]['median_ms'])} ms; lumen ...", end="", file=sys.stderr, flush=True)
+                    ls.append(lumen_run(args, w, b, model_name, tmp))
+                    print(f" {fmt(ls[-1]['median_ms'])} ms", file=sys.stderr, flush=True)
+                rows.append({"workload": w, "batch": b, "captum": combine(cs), "lumen": combine(ls),
+                             "matched": matched[w]})
                 # After every row, so an interrupted run keeps what it measured.
                 (out / "results.json").write_text(json.dumps({"info": info, "cross_check": check, "rows": rows},
                                                              indent=2))

@@ -295,8 +295,47 @@ fn im2col_strided<T: WithDType>(g: &Conv, x: &[T], col: &mut [T], ld: usize) {
     }
 }
 
-/// The adjoint of [`im2col`]: adds each patch entry back onto its pixel.
-fn col2im<T: WithDType>(g: &Conv, col: &[T], x: &mut [T]) {
+/// The adjoint of [`im2col`]: adds each patch entry back onto its pixel. `x` (one
+/// image) is overwritten, not added to. With a width stride of 1 the runs are added
+/// into the zero-padded image in `pad` (no clipping per run) and its interior is
+/// copied out.
+fn col2im<T: WithDType>(g: &Conv, col: &[T], x: &mut [T], pad: &mut [T]) {
+    if g.sw != 1 {
+        x.fill(T::zero());
+        return col2im_strided(g, col, x);
+    }
+    let (hp, wp) = (g.h + 2 * g.ph, g.w + 2 * g.pw);
+    let padded = g.ph > 0 || g.pw > 0;
+    let p: &mut [T] = if padded { &mut pad[..g.c * hp * wp] } else { &mut *x };
+    p.fill(T::zero());
+    let n = g.n();
+    let mut r = 0;
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let base = c * hp * wp + ki * wp + kj;
+                let row = &col[r * n..][..n];
+                for (oy, src) in row.chunks_exact(g.wo).enumerate() {
+                    let dst = &mut p[base + oy * g.sh * wp..][..g.wo];
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d += *s;
+                    }
+                }
+                r += 1;
+            }
+        }
+    }
+    if padded {
+        for (pc, xc) in pad.chunks(hp * wp).zip(x.chunks_mut(g.h * g.w)) {
+            for (prow, xrow) in pc[g.ph * wp..].chunks(wp).zip(xc.chunks_mut(g.w)) {
+                xrow.copy_from_slice(&prow[g.pw..g.pw + g.w]);
+            }
+        }
+    }
+}
+
+/// [`col2im`] for a width stride above 1: clipped runs added onto `x`.
+fn col2im_strided<T: WithDType>(g: &Conv, col: &[T], x: &mut [T]) {
     let n = g.n();
     for c in 0..g.c {
         for ki in 0..g.kh {
@@ -404,15 +443,16 @@ pub(crate) fn conv2d_then<T: WithDType>(g: &Conv, x: &[T], w: &[T], bias: Option
 /// The input gradient: per image `col2im(wᵀ[k, o] · gy[o, n])`.
 pub(crate) fn conv2d_input_grad<T: WithDType>(g: &Conv, gy: &[T], w: &[T]) -> Vec<T> {
     let (k, n) = (g.k(), g.n());
-    let mut dx = vec![T::zero(); g.b * g.x_len()];
+    // Every element is written: by the GEMM (accumulate = false) or by col2im.
+    let mut dx = overwritten::<T>(g.b * g.x_len());
     for_images(&mut dx, g.x_len(), g.b, |i, dxi, par| {
         let gi = &gy[i * g.y_len()..][..g.y_len()];
         if g.pointwise() {
             matmul((k, n, g.o), dxi, false, Mat::t(w, k), Mat::rows(gi, n), par);
         } else {
-            with_scratch::<T, _>([k * n, 0, 0], |[col, _, _]| {
+            with_scratch::<T, _>([k * n, 0, g.padded_len()], |[col, _, pad]| {
                 matmul((k, n, g.o), col, false, Mat::t(w, k), Mat::rows(gi, n), par);
-                col2im(g, col, dxi);
+                col2im(g, col, dxi, pad);
             });
         }
     });
@@ -642,13 +682,71 @@ impl Pool {
 /// The max-pool gradient: each window's `gy` goes whole to its first maximum.
 pub(crate) fn max_pool_scatter<T: WithDType>(g: &Pool, x: &[T], gy: &[T]) -> Vec<T> {
     let sp = g.spans();
-    let mut dx = vec![T::zero(); g.planes * g.x_len()];
+    // Every element is written by `scatter_plane`.
+    let mut dx = overwritten::<T>(g.planes * g.x_len());
     dx.par_chunks_mut(g.x_len().max(1)).enumerate().for_each(|(p, dxp)| {
         let xp = &x[p * g.x_len()..][..g.x_len()];
         let gp = &gy[p * g.y_len()..][..g.y_len()];
-        g.for_each_max(&sp, xp, |o, i| dxp[i] += gp[o]);
+        g.scatter_plane(&sp, xp, gp, dxp);
     });
     dx
+}
+
+/// The gradient at `pre` of `max_pool(relu(pre))` (`x` = relu(pre), the pool's
+/// input): [`max_pool_scatter`] and then the ReLU's `g · [pre ≥ 0]` per plane while
+/// it is in cache, the same values as the two ops in turn.
+pub(crate) fn max_pool_relu_scatter<T: WithDType>(g: &Pool, x: &[T], gy: &[T], pre: &[T]) -> Vec<T> {
+    let sp = g.spans();
+    let mut dx = overwritten::<T>(g.planes * g.x_len());
+    dx.par_chunks_mut(g.x_len().max(1)).enumerate().for_each(|(p, dxp)| {
+        let at = p * g.x_len();
+        g.scatter_plane(&sp, &x[at..][..g.x_len()], &gy[p * g.y_len()..][..g.y_len()], dxp);
+        for (d, &v) in dxp.iter_mut().zip(&pre[at..][..g.x_len()]) {
+            *d = *d * if v >= T::zero() { T::one() } else { T::zero() };
+        }
+    });
+    dx
+}
+
+impl Pool {
+    /// One plane of [`max_pool_scatter`], writing all of `dxp`. 2×2 windows with
+    /// stride 2 write each window's four cells at once (the gradient at the first
+    /// maximum by the rule of `Spans::argmax`, zeros elsewhere) instead of zeroing the
+    /// plane and adding.
+    fn scatter_plane<T: WithDType>(&self, sp: &Spans, xp: &[T], gp: &[T], dxp: &mut [T]) {
+        let full = self.ph == 0 && self.pw == 0 && 2 * self.ho <= self.h && 2 * self.wo <= self.w;
+        if !((self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2) && full) {
+            dxp.fill(T::zero());
+            self.for_each_max(sp, xp, |o, i| dxp[i] += gp[o]);
+            return;
+        }
+        if 2 * self.ho != self.h || 2 * self.wo != self.w {
+            dxp.fill(T::zero()); // the cropped last row or column
+        }
+        let (w, z) = (self.w, T::zero());
+        for (oy, g) in gp.chunks_exact(self.wo).enumerate().take(self.ho) {
+            let (r0, r1) = (&xp[2 * oy * w..][..2 * self.wo], &xp[(2 * oy + 1) * w..][..2 * self.wo]);
+            let (top, bottom) = dxp[2 * oy * w..][..2 * w].split_at_mut(w);
+            let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+            let outs = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
+            for (((a, b), (d0, d1)), &gv) in pairs.zip(outs).zip(g) {
+                #[allow(clippy::eq_op)]
+                let step = |m: T, v: T| m == m && (v > m || v != v);
+                let t1 = step(a[0], a[1]);
+                let m1 = if t1 { a[1] } else { a[0] };
+                let t2 = step(m1, b[0]);
+                let m2 = if t2 { b[0] } else { m1 };
+                let t3 = step(m2, b[1]);
+                // `z + g`, not `g`: the sum the general path forms (a −0 gradient
+                // lands as +0 there too).
+                let at = |hit: bool| if hit { z + gv } else { z };
+                d0[0] = at(!(t1 || t2 || t3));
+                d0[1] = at(t1 && !t2 && !t3);
+                d1[0] = at(t2 && !t3);
+                d1[1] = at(t3);
+            }
+        }
+    }
 }
 
 /// The adjoint of [`max_pool_scatter`] in `gy`: `v` read at each window's maximum.

@@ -745,6 +745,45 @@ pub fn max_pool2d_grad(x: &Tensor, gy: &Tensor, p: PoolParams) -> Result<Tensor>
     Ok(max_scatter(x, gy, p)?)
 }
 
+/// The gradient at `pre` of `max_pool2d(relu(pre))`, given `x = relu(pre)`: one pass
+/// for [`max_pool2d_grad`] and [`relu_grad`] in turn (the same values). For the native
+/// reverse pass; it has no backward of its own.
+pub fn max_pool2d_relu_grad(pre: &Tensor, x: &Tensor, gy: &Tensor, p: PoolParams) -> Result<Tensor> {
+    need_native("max-pool and relu gradient", &[pre, x, gy])?;
+    if pre.shape() != x.shape() {
+        return Err(Error::msg(format!("relu input {:?} for a pool input {:?}", pre.dims(), x.dims())));
+    }
+    Ok(pre.contiguous()?.apply_op3(&x.contiguous()?, &gy.contiguous()?, MaxReluScatter(p))?)
+}
+
+struct MaxReluScatter(PoolParams);
+
+impl CustomOp3 for MaxReluScatter {
+    fn name(&self) -> &'static str {
+        "lumen-max-pool2d-relu-scatter"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        type Arg<'a> = (&'a CpuStorage, &'a Layout);
+        fn f<T: WithDType>(p: &PoolParams, pre: Arg, x: Arg, gy: Arg) -> candle_core::Result<(CpuStorage, Shape)> {
+            let g = p.geom(x.1.dims())?;
+            if gy.1.shape() != &pool_shape(&g, x.1.dims(), true) {
+                candle_core::bail!("max-pool gradient of shape {:?} for input {:?}", gy.1.dims(), x.1.dims());
+            }
+            let (pre_s, x_s, gy_s) = (slice::<T>(pre.0, pre.1)?, slice::<T>(x.0, x.1)?, slice::<T>(gy.0, gy.1)?);
+            out(cpu::max_pool_relu_scatter(&g, x_s, gy_s, pre_s), x.1.shape().clone())
+        }
+        by_dtype!(s1, f(&self.0, (s1, l1), (s2, l2), (s3, l3)))
+    }
+}
+
 /// The gradient of [`avg_pool2d`] for an input of height and width `hw`.
 pub fn avg_pool2d_grad(gy: &Tensor, hw: (usize, usize), p: PoolParams) -> Result<Tensor> {
     need_native("avg-pool gradient", &[gy])?;

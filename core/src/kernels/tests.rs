@@ -433,3 +433,22 @@ fn fused_conv_relu_pool_equals_the_ops_in_turn() {
     assert!(with_candle_ops(|| conv2d_relu_pool(&x, &w, None, p, None)).unwrap().is_none());
     assert!(conv2d_relu_pool(&x, &w, None, p, None).unwrap().is_some());
 }
+
+/// The one-pass pool-over-ReLU backward gives bit for bit the two backwards in turn.
+#[test]
+fn max_pool_relu_grad_equals_the_two_backwards() {
+    let mut rng = StdRng::seed_from_u64(10);
+    for (dims, p) in pool_cases() {
+        let pre = t64(&rand_vec(&mut rng, dims.iter().product()), &dims);
+        for dt in [DType::F32, DType::F64] {
+            let pre = pre.to_dtype(dt).unwrap();
+            let x = relu(&pre).unwrap();
+            let y = max_pool2d(&x, p).unwrap();
+            let gy = t64(&rand_vec(&mut rng, y.elem_count()), y.dims()).to_dtype(dt).unwrap();
+            let want = relu_grad(&pre, &max_pool2d_grad(&x, &gy, p).unwrap()).unwrap();
+            let got = max_pool2d_relu_grad(&pre, &x, &gy, p).unwrap();
+            let (g, w) = (flat(&got), flat(&want));
+            assert!(g.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()), "{dims:?} {p:?} {dt:?}");
+        }
+    }
+}

@@ -156,11 +156,34 @@ impl Network {
         };
         let mut grads: Vec<Option<Tensor>> = vec![None; nodes.len() + 1];
         grads[nodes.len()] = Some(seed.clone());
+        let mut uses = vec![0usize; nodes.len() + 1];
+        for n in nodes {
+            for &j in &n.inputs {
+                uses[j] += 1;
+            }
+        }
         for (i, node) in nodes.iter().enumerate().rev() {
             // Every consumer of this output comes later, so its gradient is complete.
             let out = values[i + 1].take();
             let Some(g) = grads[i + 1].take() else { continue };
             let out = out.ok_or_else(|| Error::msg("internal: value dropped too early"))?;
+            // A max-pool over a ReLU that nothing else reads: both backwards in one
+            // pass, straight to the ReLU's input (the ReLU node then has no gradient
+            // to pass on and is skipped).
+            if let (LayerKind::MaxPool2d { kernel, stride }, None, &[j]) = (&node.kind, &rules[i], &node.inputs[..]) {
+                let relu = j.checked_sub(1).map(|r| (r, &nodes[r]));
+                if let Some((r, relu)) = relu.filter(|(r, n)| matches!(n.kind, LayerKind::Relu) && rules[*r].is_none() && uses[j] == 1 && n.inputs.len() == 1) {
+                    let k = relu.inputs[0];
+                    let (pre, x) = (rows(&inputs(&values, relu)?[0])?, rows(&inputs(&values, node)?[0])?);
+                    let gk = kernels::max_pool2d_relu_grad(&pre, &x, &g, PoolParams::square(*kernel, *stride))?;
+                    debug_assert_eq!(r + 1, j);
+                    grads[k] = Some(match grads[k].take() {
+                        Some(acc) => (acc + gk)?,
+                        None => gk,
+                    });
+                    continue;
+                }
+            }
             let ins = inputs(&values, node)?;
             let refs: Vec<&Tensor> = ins.iter().collect();
             let gin = match &rules[i] {
@@ -266,6 +289,40 @@ mod tests {
         bn.weight = Some(rand(&[4], 7).affine(1.0, 1.5).unwrap());
         bn.running_var = Some(rand(&[4], 8).affine(0.5, 1.0).unwrap());
         check(&n, &rand(&[3, 2, 12, 12], 1), 2);
+    }
+
+    /// A max-pool over a ReLU takes the one-pass backward of both; where the ReLU's
+    /// output has a second reader it does not. Both match autograd.
+    #[test]
+    fn pool_over_relu_backward_matches_autograd() {
+        use LayerKind as K;
+        let conv = |c, o| K::Conv2d { in_channels: c, out_channels: o, kernel: 3, stride: 1, padding: 1, bias: true };
+        let specs = vec![
+            LayerSpec::new("c1", conv(1, 4)),
+            LayerSpec::new("r1", K::Relu),
+            LayerSpec::new("p1", K::MaxPool2d { kernel: 2, stride: 2 }),
+            LayerSpec::new("c2", conv(4, 4)),
+            LayerSpec::new("r2", K::Relu),
+            LayerSpec::new("p2", K::MaxPool2d { kernel: 2, stride: 2 }),
+            LayerSpec::new("up", K::Conv2d { in_channels: 4, out_channels: 4, kernel: 1, stride: 1, padding: 0, bias: false }),
+            LayerSpec::new("r3", K::Relu),
+            LayerSpec::new("p3", K::MaxPool2d { kernel: 2, stride: 2 }),
+            LayerSpec::new("mix", K::Add).with_inputs(&["p3", "p3"]),
+            LayerSpec::new("gap", K::GlobalAvgPool),
+            LayerSpec::new("fc", K::Linear { in_features: 4, out_features: 3, bias: true }),
+        ];
+        check(&net(&specs, 5), &rand(&[3, 1, 17, 16], 2), 2);
+        // r1's output read by two pools: the plain backwards.
+        let specs = vec![
+            LayerSpec::new("c1", conv(1, 4)),
+            LayerSpec::new("r1", K::Relu),
+            LayerSpec::new("p1", K::MaxPool2d { kernel: 2, stride: 2 }),
+            LayerSpec::new("q1", K::MaxPool2d { kernel: 2, stride: 2 }).with_inputs(&["r1"]),
+            LayerSpec::new("mix", K::Add).with_inputs(&["p1", "q1"]),
+            LayerSpec::new("gap", K::GlobalAvgPool),
+            LayerSpec::new("fc", K::Linear { in_features: 4, out_features: 3, bias: true }),
+        ];
+        check(&net(&specs, 6), &rand(&[2, 1, 16, 16], 3), 2);
     }
 
     #[test]
