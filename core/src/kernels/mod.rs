@@ -10,6 +10,11 @@
 //! The gradients are themselves custom ops with backwards (each op's adjoint is
 //! another op of the set), so a gradient stays differentiable, as with candle's ops.
 //!
+//! Two fused passes serve the common conv block: [`conv2d_relu_pool`] (the plain
+//! forward of conv → ReLU → max-pool, per image while the maps are in cache; the
+//! network's forward uses it where no tap, stop or rule sees the inner maps) and
+//! [`max_pool2d_relu_grad`] (both backwards in one pass, for the native reverse pass).
+//!
 //! On other devices and dtypes than CPU f32/f64, and inside [`with_candle_ops`], the
 //! same functions run candle's own ops.
 
