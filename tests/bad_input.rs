@@ -9,7 +9,7 @@ use std::process::Output;
 
 /// Asserts failure with exactly one stderr line that starts with `error: ` and
 /// contains every one of `needles`.
-fn one_line_error(out: &Output, needles: &[&str]) -> String {
+pub(crate) fn one_line_error(out: &Output, needles: &[&str]) -> String {
     let e = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "should fail; stdout: {}", String::from_utf8_lossy(&out.stdout));
     assert!(!e.contains("panicked") && !e.contains("backtrace"), "{e}");

@@ -4,6 +4,7 @@
 use lumen_core::candle::{Device, Tensor, Var};
 use lumen_core::kernels::with_candle_ops;
 use lumen_core::Registry;
+use crate::util::in_f64;
 
 /// The shipped classifiers called `names`, from the registry.
 fn shipped(names: &[&str]) -> Vec<(String, std::sync::Arc<dyn lumen_core::Classifier>)> {
@@ -23,22 +24,6 @@ fn inputs(m: &dyn lumen_core::Classifier, n: usize) -> Tensor {
     let mut rng = rand::rngs::StdRng::seed_from_u64(shape.iter().product::<usize>() as u64);
     let v: Vec<f32> = (0..shape.iter().product()).map(|_| rng.gen_range(lo..hi)).collect();
     Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).unwrap()
-}
-
-/// The network with every parameter in f64.
-fn in_f64(net: &lumen_core::Network) -> lumen_core::Network {
-    let mut net = net.clone();
-    let cast = |t: &mut Option<Tensor>| {
-        if let Some(v) = t {
-            *v = v.to_dtype(lumen_core::candle::DType::F64).unwrap();
-        }
-    };
-    for node in net.nodes_mut() {
-        for t in [&mut node.weight, &mut node.bias, &mut node.running_mean, &mut node.running_var] {
-            cast(t);
-        }
-    }
-    net
 }
 
 fn rel(a: &Tensor, b: &Tensor) -> f64 {

@@ -525,6 +525,7 @@ fn standard_packs_load_as_plugin_files_into_a_bare_host() {
         "lumen_clear",
         "lumen_std_metrics",
         "lumen_std_shapley",
+        "lumen_std_cam",
     ]
     .iter()
     .map(|c| built(profile_dir().join("deps").join(lib_name(c))))
@@ -546,6 +547,7 @@ fn standard_packs_load_as_plugin_files_into_a_bare_host() {
         "lumen-clear",
         "lumen-std-metrics",
         "lumen-std-shapley",
+        "lumen-std-cam",
     ] {
         // Packs that embed another pack (std-relevance links lumen-models) report it
         // as already loaded; one file must have registered it.
@@ -556,7 +558,7 @@ fn standard_packs_load_as_plugin_files_into_a_bare_host() {
         l[kind.len() + 1..].split(',').map(str::to_string).collect()
     };
     let methods = list("methods");
-    for m in ["saliency", "integrated_gradients", "smoothgrad", "guided_backprop", "deeplift", "lrp", "pda", "cdeepex", "xgems", "clear", "kernel_shap", "shapley_sampling"] {
+    for m in ["saliency", "integrated_gradients", "smoothgrad", "guided_backprop", "deeplift", "lrp", "pda", "cdeepex", "xgems", "clear", "kernel_shap", "shapley_sampling", "grad_cam"] {
         assert!(methods.iter().any(|x| x == m), "{m} missing: {methods:?}");
     }
     assert!(list("models").iter().any(|x| x == "mnist-cnn"));

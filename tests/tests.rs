@@ -19,6 +19,7 @@ mod script;
 mod relevance;
 mod zennit;
 mod shapley;
+mod gradcam;
 mod plugins;
 mod loader;
 mod registry;

@@ -29,3 +29,20 @@ pub fn tmpdir(name: &str) -> PathBuf {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("root").to_path_buf()
 }
+
+/// The network with every parameter in f64.
+#[allow(dead_code)]
+pub fn in_f64(net: &lumen_core::Network) -> lumen_core::Network {
+    let mut net = net.clone();
+    let cast = |t: &mut Option<lumen_core::candle::Tensor>| {
+        if let Some(v) = t {
+            *v = v.to_dtype(lumen_core::candle::DType::F64).unwrap();
+        }
+    };
+    for node in net.nodes_mut() {
+        for t in [&mut node.weight, &mut node.bias, &mut node.running_mean, &mut node.running_var] {
+            cast(t);
+        }
+    }
+    net
+}

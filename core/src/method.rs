@@ -1,11 +1,13 @@
 //! The [`Attributor`] trait and the helpers every gradient-type method shares.
 
 use crate::explanation::Explanation;
-use crate::model::{Classifier, ForwardOptions};
+use crate::model::rule::{Composite, NodeInfo, Rule, RuleCtx};
+use crate::model::{Classifier, ForwardOptions, Node};
 use crate::target::{objective, Target};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor, Var};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// What a method promises, for reports and for choosing metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,6 +90,104 @@ fn native_gradient(model: &dyn Classifier, xs: &Tensor, target: &Target, opts: &
     let Some(r) = model.input_gradient(&xs.detach(), &seed, opts)? else { return Ok(None) };
     let objective = crate::target::class_objective(&r.output, target)?;
     Ok(Some(Gradient { grad: r.grad, objective, output: r.output }))
+}
+
+/// The activations at one layer and the gradient of the objective with respect to
+/// them ([`layer_gradient`]).
+#[derive(Debug, Clone)]
+pub struct LayerGradient {
+    /// The layer's output `A` (or the tensor that replaced it).
+    pub activation: Tensor,
+    /// `d objective_b / d A_b`, shape of `A`.
+    pub grad: Tensor,
+    /// The objective per example `[B]`.
+    pub objective: Tensor,
+}
+
+/// The activations at `layer` and the gradient of a resolved target's objective with
+/// respect to them, through `opts` (its rules apply to the other layers). With
+/// `replace`, the layer's output is that tensor instead (same shape), as layer
+/// integrated gradients need.
+///
+/// The layer's value restarts the graph as a fresh variable, so the backward stops
+/// there: nothing below the layer is differentiated. Works on any model whose
+/// forward honours rule maps (the explainable network); others are an error.
+pub fn layer_gradient(
+    model: &dyn Classifier,
+    xs: &Tensor,
+    target: &Target,
+    layer: &str,
+    replace: Option<&Tensor>,
+    opts: ForwardOptions,
+) -> Result<LayerGradient> {
+    let net = model.network().ok_or_else(|| {
+        Error::msg(format!(
+            "layer '{layer}': model '{}' is not built from the explainable layer vocabulary, so its layers cannot be read",
+            model.info().name
+        ))
+    })?;
+    net.node(layer)?;
+    let probe = Arc::new(LayerProbe { layer: layer.to_string(), replace: replace.cloned(), var: Mutex::new(None) });
+    let composite = ProbeComposite { inner: opts.composite, probe: probe.clone() };
+    let opts = ForwardOptions { composite: Some(&composite), ..opts };
+    let (obj, _) = objective(model, xs, target, opts)?;
+    let var = probe
+        .var
+        .lock()
+        .map_err(|_| Error::msg("internal: layer probe lock poisoned"))?
+        .take()
+        .ok_or_else(|| Error::msg(format!("the model's forward pass did not reach layer '{layer}'")))?;
+    let grads = obj.sum_all()?.backward()?;
+    let grad = grad_or_zeros(&grads, var.as_tensor())?;
+    Ok(LayerGradient { activation: var.as_tensor().detach(), grad, objective: obj.detach() })
+}
+
+/// The rule at the probed layer: its value (or the replacement) as a fresh variable.
+struct LayerProbe {
+    layer: String,
+    replace: Option<Tensor>,
+    var: Mutex<Option<Var>>,
+}
+
+impl Rule for LayerProbe {
+    fn name(&self) -> &str {
+        "layer_probe"
+    }
+    fn forward(&self, node: &Node, inputs: &[&Tensor], _: &RuleCtx) -> Result<Tensor> {
+        let value = node.forward(inputs)?;
+        let value = match &self.replace {
+            Some(r) if r.dims() != value.dims() => {
+                return Err(Error::shape(
+                    format!("a replacement for layer '{}' of shape {:?}", node.name, value.dims()),
+                    format!("{:?}", r.dims()),
+                ))
+            }
+            Some(r) => r.clone(),
+            None => value,
+        };
+        let var = Var::from_tensor(&value.detach())?;
+        let out = var.as_tensor().clone();
+        *self.var.lock().map_err(|_| Error::msg("internal: layer probe lock poisoned"))? = Some(var);
+        Ok(out)
+    }
+}
+
+/// The probe at its layer, the caller's rules elsewhere.
+struct ProbeComposite<'a> {
+    inner: Option<&'a dyn Composite>,
+    probe: Arc<LayerProbe>,
+}
+
+impl Composite for ProbeComposite<'_> {
+    fn name(&self) -> &str {
+        self.inner.map_or("layer_probe", |c| c.name())
+    }
+    fn rule_for(&self, node: &NodeInfo) -> Option<Arc<dyn Rule>> {
+        if node.name == self.probe.layer {
+            return Some(self.probe.clone());
+        }
+        self.inner.and_then(|c| c.rule_for(node))
+    }
 }
 
 /// The config of a method that takes examples `batch_size` at a time (saliency,
@@ -189,6 +289,46 @@ pub fn repeat_each(xs: &Tensor, n: usize) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// y = W2 relu(W1 x + b1): at layer `relu`, A = relu(W1 x + b1) and dy_c/dA is
+    /// row c of W2, whatever A is (also a replacement).
+    #[test]
+    fn layer_gradient_by_hand() {
+        use crate::model::{LayerKind, LayerSpec, ModelInfo, Network, NetworkModel};
+        let d = Device::Cpu;
+        let specs = vec![
+            LayerSpec::new("fc1", LayerKind::Linear { in_features: 2, out_features: 2, bias: true }),
+            LayerSpec::new("relu", LayerKind::Relu),
+            LayerSpec::new("fc2", LayerKind::Linear { in_features: 2, out_features: 2, bias: false }),
+        ];
+        let mut m = std::collections::HashMap::new();
+        m.insert("fc1.weight".to_string(), Tensor::new(&[[1f32, -2.], [-1., 1.]], &d).unwrap());
+        m.insert("fc1.bias".to_string(), Tensor::new(&[0.1f32, -0.2], &d).unwrap());
+        m.insert("fc2.weight".to_string(), Tensor::new(&[[2f32, -1.], [0.5, 3.]], &d).unwrap());
+        let net = Network::from_spec(&specs, candle_nn::VarBuilder::from_tensors(m, DType::F32, &d)).unwrap();
+        let info = ModelInfo { name: "tiny".into(), input_shape: vec![2], labels: vec!["a".into(), "b".into()], input_range: (0.0, 1.0), card: None };
+        let model = NetworkModel::new(info, net, &d).unwrap();
+        let x = Tensor::new(&[[1f32, 0.25], [0., 1.]], &d).unwrap();
+        let t = Target::Classes(vec![0, 1]);
+        let lg = layer_gradient(&model, &x, &t, "relu", None, ForwardOptions::default()).unwrap();
+        // h = (1 - 0.5 + 0.1, -1 + 0.25 - 0.2) = (0.6, -0.95); (0 - 2 + 0.1, 0 + 1 - 0.2) = (-1.9, 0.8)
+        let a = lg.activation.to_vec2::<f32>().unwrap();
+        assert!((a[0][0] - 0.6).abs() < 1e-6 && a[0][1] == 0.0 && a[1][0] == 0.0 && (a[1][1] - 0.8).abs() < 1e-6, "{a:?}");
+        assert_eq!(lg.grad.to_vec2::<f32>().unwrap(), vec![vec![2., -1.], vec![0.5, 3.]]);
+        let obj = lg.objective.to_vec1::<f32>().unwrap();
+        assert!((obj[0] - 1.2).abs() < 1e-6 && (obj[1] - 2.4).abs() < 1e-6, "{obj:?}");
+        // a replacement flows on: y = W2 r
+        let r = Tensor::new(&[[1f32, 1.], [2., 0.]], &d).unwrap();
+        let lg = layer_gradient(&model, &x, &t, "relu", Some(&r), ForwardOptions::default()).unwrap();
+        assert_eq!(lg.activation.to_vec2::<f32>().unwrap(), r.to_vec2::<f32>().unwrap());
+        assert_eq!(lg.objective.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
+        // bad layer names and shapes are errors
+        let e = layer_gradient(&model, &x, &t, "nope", None, ForwardOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("nope") && e.contains("fc1, relu, fc2"), "{e}");
+        let bad = Tensor::zeros((2, 3), DType::F32, &d).unwrap();
+        let e = layer_gradient(&model, &x, &t, "relu", Some(&bad), ForwardOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("relu") && e.contains("[2, 3]"), "{e}");
+    }
     #[test]
     fn chunking_and_repeat() {
         let c: Vec<_> = chunks(5, 2).collect();

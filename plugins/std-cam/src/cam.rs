@@ -1,0 +1,260 @@
+//! What every gradient CAM shares: the layer, its activations `A` and gradient
+//! `G = ∂y/∂A` for the target, a weighting of the channels, and the upsampling.
+//!
+//! Conventions (those of pytorch-grad-cam, which the tests compare against):
+//! - the CAM at the layer is `Σ_c` of the weighted maps, then (with `relu=true`, the
+//!   papers' choice) its positive part;
+//! - it is upsampled to the input's spatial size by bilinear interpolation with
+//!   half-pixel centres and the edge clamped (`align_corners=False` in torch,
+//!   `cv2.INTER_LINEAR`), and repeated over the input's channels;
+//! - lumen keeps the CAM's own scale: pytorch-grad-cam's output is the same map
+//!   min-max scaled to [0, 1] per image (scaling and bilinear resizing commute).
+//!
+//! The CAM at the layer's resolution is the explanation's second tensor, `cam`.
+//! `A` and `G` come from core's `method::layer_gradient`, whose backward stops at the
+//! layer.
+
+use lumen_core::candle::{DType, Tensor};
+use lumen_core::method::{chunks, layer_gradient, prepare};
+use lumen_core::model::{ForwardOptions, Taps};
+use lumen_core::{Classifier, Error, Explanation, Result, Target};
+
+/// Configuration shared by the gradient CAMs.
+#[derive(Debug, Clone, lumen_core::Config)]
+pub struct CamConfig {
+    /// the layer whose maps are weighted (default: the last layer with spatial output)
+    pub layer: Option<String>,
+    /// keep only the positive part of the CAM at the layer, as the papers do
+    pub relu: bool,
+    /// examples per backward pass
+    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
+    pub batch_size: usize,
+}
+
+impl Default for CamConfig {
+    fn default() -> Self {
+        CamConfig { layer: None, relu: true, batch_size: 64 }
+    }
+}
+
+/// How the channels of `A` are weighted by `G` (all sums over the spatial positions
+/// `ij` of one channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weighting {
+    /// Grad-CAM (Selvaraju et al. 2017): `w_c = mean_ij G`, CAM `Σ_c w_c A_c`.
+    GradCam,
+    /// Grad-CAM++ (Chattopadhay et al. 2018), with the exponential closed form:
+    /// `α = G² / (2G² + Σ_ij A · G³ + ε)` (0 where `G = 0`), `w_c = Σ_ij α relu(G)`.
+    GradCamPlusPlus,
+    /// HiResCAM (Draelos & Carin 2020): `Σ_c G ⊙ A`, element-wise.
+    HiResCam,
+    /// XGrad-CAM (Fu et al. 2020): `w_c = Σ_ij G A / (Σ_ij A + ε)`.
+    XGradCam,
+    /// LayerCAM (Jiang et al. 2021): `Σ_c relu(G) ⊙ A`, element-wise.
+    LayerCam,
+}
+
+/// Grad-CAM++'s ε in the denominator (pytorch-grad-cam's value).
+const PLUS_PLUS_EPS: f64 = 1e-6;
+/// XGrad-CAM's ε (pytorch-grad-cam's value).
+const XGRAD_EPS: f64 = 1e-7;
+
+impl Weighting {
+    /// The CAM `[B, N]` from activations and gradients flattened to `[B, C, N]`.
+    pub fn combine(self, a: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let weighted = |w: &Tensor| -> Result<Tensor> { Ok(a.broadcast_mul(w)?.sum(1)?) };
+        Ok(match self {
+            Weighting::GradCam => weighted(&g.mean_keepdim(2)?)?,
+            Weighting::GradCamPlusPlus => {
+                let g2 = g.sqr()?;
+                let g3 = (&g2 * g)?;
+                let s = a.sum_keepdim(2)?;
+                let denom = ((&g2 * 2.0)? + g3.broadcast_mul(&s)?)?.affine(1.0, PLUS_PLUS_EPS)?;
+                let alpha = (&g2 / denom)?;
+                let alpha = g.ne(0.0)?.where_cond(&alpha, &alpha.zeros_like()?)?;
+                weighted(&(alpha * g.relu()?)?.sum_keepdim(2)?)?
+            }
+            Weighting::HiResCam => (g * a)?.sum(1)?,
+            Weighting::XGradCam => {
+                let s = a.sum_keepdim(2)?.affine(1.0, XGRAD_EPS)?;
+                weighted(&(g * a)?.sum_keepdim(2)?.broadcast_div(&s)?)?
+            }
+            Weighting::LayerCam => (g.relu()? * a)?.sum(1)?,
+        })
+    }
+}
+
+/// The layer a CAM uses: `layer` when given (it must exist), else the last layer
+/// whose output has spatial dimensions (`[B, C, H, W]` or `[B, C, L]`), which is
+/// the last one before global pooling or flattening.
+pub fn resolve_layer(method: &str, model: &dyn Classifier, xs: &Tensor, layer: Option<&str>) -> Result<String> {
+    let net = model.network().ok_or_else(|| {
+        Error::msg(format!(
+            "{method} needs a model built from the explainable layer vocabulary (it reads a layer's maps); '{}' is not",
+            model.info().name
+        ))
+    })?;
+    if let Some(name) = layer {
+        net.node(name)?;
+        return Ok(name.to_string());
+    }
+    let one = xs.narrow(0, 0, 1)?;
+    let fwd = model.forward_with(&one, &ForwardOptions { taps: Taps::All, ..Default::default() })?;
+    net.nodes()
+        .iter()
+        .rev()
+        .find(|n| fwd.taps.get(&n.name).is_some_and(|t| t.rank() >= 3))
+        .map(|n| n.name.clone())
+        .ok_or_else(|| Error::msg(format!("{method}: model '{}' has no layer with spatial output", model.info().name)))
+}
+
+/// The `[out, inp]` matrix of 1-D linear interpolation with half-pixel centres and
+/// the edge clamped (torch's `align_corners=False`, OpenCV's `INTER_LINEAR`).
+pub fn interpolation_matrix(out: usize, inp: usize) -> Vec<f64> {
+    let mut m = vec![0.0; out * inp];
+    let scale = inp as f64 / out as f64;
+    for d in 0..out {
+        let src = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(inp - 1);
+        let i1 = (i0 + 1).min(inp - 1);
+        let l = if i0 == inp - 1 { 0.0 } else { src - i0 as f64 };
+        m[d * inp + i0] += 1.0 - l;
+        m[d * inp + i1] += l;
+    }
+    m
+}
+
+/// Bilinear upsampling of `[B, h, w]` maps to `[B, H, W]` (two small matrix
+/// products, so it runs on the maps' device).
+pub fn upsample(cam: &Tensor, (oh, ow): (usize, usize)) -> Result<Tensor> {
+    let (b, h, w) = cam.dims3()?;
+    let dev = cam.device();
+    let mat = |o, i| -> Result<Tensor> {
+        Ok(Tensor::from_vec(interpolation_matrix(o, i), (o, i), dev)?.to_dtype(cam.dtype())?)
+    };
+    let (ry, rx) = (mat(oh, h)?, mat(ow, w)?);
+    let t = cam.broadcast_matmul(&rx.t()?)?; // [B, h, W]
+    Ok(ry.broadcast_left(b)?.contiguous()?.matmul(&t.contiguous()?)?)
+}
+
+/// Spatial size `(H, W)` of `[B, C, H, W]` or `(1, L)` of `[B, C, L]`.
+fn spatial(dims: &[usize]) -> Option<(usize, usize)> {
+    match dims.len() {
+        3 => Some((1, dims[2])),
+        4 => Some((dims[2], dims[3])),
+        _ => None,
+    }
+}
+
+/// Runs the CAM `weighting` with `config`: the attribution (the upsampled CAM, with
+/// the input's shape) and the CAM at the layer as tensor `cam`.
+pub fn explain(
+    method: &'static str,
+    weighting: Weighting,
+    config: &CamConfig,
+    model: &dyn Classifier,
+    inputs: &Tensor,
+    target: &Target,
+) -> Result<Explanation> {
+    let target = prepare(model, inputs, target)?;
+    let Some(size) = spatial(inputs.dims()) else {
+        return Err(Error::msg(format!(
+            "{method} needs inputs with spatial dimensions ([B, C, H, W] or [B, C, L]), got {:?}",
+            inputs.dims()
+        )));
+    };
+    let layer = resolve_layer(method, model, inputs, config.layer.as_deref())?;
+    let (mut maps, mut cams) = (vec![], vec![]);
+    for r in chunks(inputs.dim(0)?, config.batch_size) {
+        let x = inputs.narrow(0, r.start, r.len())?;
+        let lg = layer_gradient(model, &x, &target.select(r), &layer, None, ForwardOptions::default())?;
+        let (a, g) = (lg.activation, lg.grad);
+        let dims = a.dims().to_vec();
+        let Some((h, w)) = spatial(&dims).filter(|_| dims.len() == inputs.rank()) else {
+            return Err(Error::bad_param(
+                method,
+                "layer",
+                format!(
+                    "layer '{layer}' has output shape {dims:?}; a CAM weights spatial maps, so it needs a layer \
+                     of shape {} like the input",
+                    if inputs.rank() == 4 { "[B, C, H, W]" } else { "[B, C, L]" }
+                ),
+            ));
+        };
+        let (n, c) = (dims[0], dims[1]);
+        // f64 stays f64; half precisions are summed in f32.
+        let dt = if a.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+        let flat = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(dt)?.reshape((n, c, h * w))?) };
+        let mut cam = weighting.combine(&flat(&a)?, &flat(&g)?)?;
+        if config.relu {
+            cam = cam.relu()?;
+        }
+        let cam = cam.reshape((n, h, w))?;
+        maps.push(upsample(&cam, size)?);
+        let mut shape = vec![n];
+        shape.extend(&dims[2..]);
+        cams.push(cam.reshape(shape)?);
+    }
+    let map = Tensor::cat(&maps, 0)?; // [B, H, W]
+    let b = map.dim(0)?;
+    let attribution =
+        map.reshape((b, 1, size.0 * size.1))?.broadcast_as((b, inputs.dim(1)?, size.0 * size.1))?.reshape(inputs.dims())?;
+    Ok(Explanation::new(method, attribution.to_dtype(inputs.dtype())?, target)
+        .with_tensor("cam", Tensor::cat(&cams, 0)?)
+        .with_diag("layer", layer.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lumen_core::candle::Device;
+
+    /// 2 → 4 with half-pixel centres: sources -0.25 (clamped), 0.25, 0.75, 1.25.
+    #[test]
+    fn interpolation_matches_hand_values() {
+        let m = interpolation_matrix(4, 2);
+        assert_eq!(m, vec![1.0, 0.0, 0.75, 0.25, 0.25, 0.75, 0.0, 1.0]);
+        // 3 → 7: scale 3/7; row 3's source is 3.5 * 3/7 - 0.5 = 1 exactly.
+        let m = interpolation_matrix(7, 3);
+        assert!((m[3 * 3 + 1] - 1.0).abs() < 1e-12, "{m:?}");
+        for row in m.chunks(3) {
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+        // the same size is the identity
+        assert_eq!(interpolation_matrix(3, 3), vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn upsampling_a_2x2_map() {
+        let d = Device::Cpu;
+        let cam = Tensor::new(&[[[0f32, 4.], [8., 12.]]], &d).unwrap();
+        let up = upsample(&cam, (4, 4)).unwrap().to_vec3::<f32>().unwrap();
+        // row 1 mixes the two rows 3:1; column 1 mixes the two columns 3:1
+        assert_eq!(up[0][0], vec![0., 1., 3., 4.]);
+        assert_eq!(up[0][1], vec![2., 3., 5., 6.]);
+        assert_eq!(up[0][3], vec![8., 9., 11., 12.]);
+    }
+
+    /// Each weighting on one example with two channels of two positions, by hand.
+    #[test]
+    fn weightings_match_hand_computation() {
+        let d = Device::Cpu;
+        let a = Tensor::new(&[[[1f32, 3.], [2., 0.]]], &d).unwrap();
+        let g = Tensor::new(&[[[0.5f32, -1.], [2., 0.]]], &d).unwrap();
+        let run = |w: Weighting| w.combine(&a, &g).unwrap().to_vec2::<f32>().unwrap()[0].clone();
+        // Grad-CAM: w = (-0.25, 1); cam = -0.25 (1, 3) + (2, 0) = (1.75, -0.75)
+        assert_eq!(run(Weighting::GradCam), vec![1.75, -0.75]);
+        // HiResCAM: (0.5·1 + 2·2, -1·3 + 0) = (4.5, -3)
+        assert_eq!(run(Weighting::HiResCam), vec![4.5, -3.0]);
+        // LayerCAM: (0.5·1 + 2·2, 0·3 + 0) = (4.5, 0)
+        assert_eq!(run(Weighting::LayerCam), vec![4.5, 0.0]);
+        // XGrad-CAM: w0 = (0.5 - 3)/4 = -0.625, w1 = 4/2 = 2 → (-0.625 + 4, -1.875)
+        let x = run(Weighting::XGradCam);
+        assert!((x[0] - 3.375).abs() < 1e-5 && (x[1] + 1.875).abs() < 1e-5, "{x:?}");
+        // Grad-CAM++: channel 0, S = 4: α(0.5) = 0.25/(0.5 + 0.5) = 0.25, α(-1) has
+        // relu(G) = 0; w0 = 0.25·0.5 = 0.125. Channel 1, S = 2: α(2) = 4/(8 + 16) = 1/6,
+        // G = 0 gives α = 0; w1 = 2/6. cam = 0.125 (1, 3) + (1/3)(2, 0).
+        let p = run(Weighting::GradCamPlusPlus);
+        assert!((p[0] - (0.125 + 2.0 / 3.0)).abs() < 1e-5 && (p[1] - 0.375).abs() < 1e-5, "{p:?}");
+    }
+}
