@@ -60,27 +60,30 @@ fn min_max(e: &Explanation) -> Vec<Vec<f64>> {
 }
 
 /// Each CAM at pool2 (the default layer) for the top class and for the runner-up,
-/// at the layer to 1e-9 of its scale (both in f64) and upsampled, scaled as
-/// pytorch-grad-cam scales it, to 1e-5 (it resizes in f32); the two classes' maps
-/// differ.
+/// at the layer to 1e-9 of its scale (both in f64; 1e-5 for Score-CAM and
+/// Ablation-CAM, whose weights pytorch-grad-cam computes in f32) and upsampled,
+/// scaled as pytorch-grad-cam scales it, to 1e-5 (it resizes in f32); the two
+/// classes' maps differ.
 #[test]
 fn cams_match_pytorch_grad_cam() {
     let f = fixture();
     let x = f["inputs"].clone();
     let m = model64();
-    for name in ["grad_cam", "grad_cam_plus_plus", "hires_cam", "xgrad_cam", "layer_cam"] {
+    for name in ["grad_cam", "grad_cam_plus_plus", "hires_cam", "xgrad_cam", "layer_cam", "score_cam", "ablation_cam"] {
+        // Score-CAM's and Ablation-CAM's weights pass through f32 in pytorch-grad-cam.
+        let tol = if name.contains("score") || name.contains("ablation") { 1e-5 } else { 1e-9 };
         let e = method(name, &[]).attribute(m.as_ref(), &x, &classes(&f, "first")).unwrap();
         assert_eq!(e.diagnostics["layer"], "pool2", "{name}: default layer");
         assert_eq!(e.attribution().dims(), x.dims());
         assert_eq!(e.tensor("cam").unwrap().dims(), &[5, 7, 7]);
         let ec = rel(&rows(e.tensor("cam").unwrap()), &rows(&f[&format!("{name}_cam")]));
-        assert!(ec < 1e-9, "{name}: CAM at the layer differs by {ec}");
+        assert!(ec < tol, "{name}: CAM at the layer differs by {ec}");
         let em = rel(&min_max(&e), &rows(&f[&format!("{name}_map")]));
         assert!(em < 1e-5, "{name}: upsampled map differs by {em}");
         let e2 = method(name, &[]).attribute(m.as_ref(), &x, &classes(&f, "second")).unwrap();
         let want2 = rows(&f[&format!("{name}_second_cam")]);
         let e2c = rel(&rows(e2.tensor("cam").unwrap()), &want2);
-        assert!(e2c < 1e-9, "{name}: runner-up CAM differs by {e2c}");
+        assert!(e2c < tol, "{name}: runner-up CAM differs by {e2c}");
         let apart = rel(&rows(e.tensor("cam").unwrap()), &want2);
         assert!(apart > 0.05, "{name}: the two classes' CAMs should differ, got {apart}");
     }
@@ -154,4 +157,53 @@ fn all_conv_and_one_d_models() {
         assert_eq!(spread, 0.0, "{name}: every input channel carries the same map");
         assert!(e.attribution().min_all().unwrap().to_scalar::<f32>().unwrap() >= 0.0, "{name}: relu=true");
     }
+}
+
+/// Eigen-CAM, EigenGrad-CAM and Grad-CAM with eigen_smooth: the first principal
+/// component's projection, against pytorch-grad-cam's (f32, its sign aligned: a
+/// component's sign is arbitrary; lumen makes the largest magnitude positive).
+#[test]
+fn principal_component_cams_match_pytorch_grad_cam() {
+    let f = fixture();
+    let x = f["inputs"].clone();
+    let m = model64();
+    for (name, params, key) in [
+        ("eigen_cam", vec!["relu=false"], "eigen_cam_projection"),
+        ("eigen_grad_cam", vec!["relu=false"], "eigen_grad_cam_projection"),
+        ("grad_cam", vec!["relu=false", "eigen_smooth=true"], "grad_cam_eigen_smooth_projection"),
+    ] {
+        let e = method(name, &params).attribute(m.as_ref(), &x, &classes(&f, "first")).unwrap();
+        let ours = rows(e.tensor("cam").unwrap());
+        let theirs: Vec<Vec<f64>> = rows(&f[key])
+            .into_iter()
+            .zip(&ours)
+            .map(|(t, o)| {
+                let dot: f64 = t.iter().zip(o).map(|(a, b)| a * b).sum();
+                t.iter().map(|v| if dot < 0.0 { -v } else { *v }).collect()
+            })
+            .collect();
+        let err = rel(&ours, &theirs);
+        assert!(err < 1e-5, "{name} {params:?}: projection differs by {err}");
+        for o in &ours {
+            let (lo, hi) = o.iter().fold((0f64, 0f64), |(l, h), v| (l.min(*v), h.max(*v)));
+            assert!(hi >= -lo, "{name}: the largest magnitude is positive");
+        }
+    }
+}
+
+/// Guided Grad-CAM is Guided Backprop times the upsampled Grad-CAM, element-wise.
+#[test]
+fn guided_grad_cam_is_the_product() {
+    lumen_std_propagation::link();
+    let f = fixture();
+    let x = f["inputs"].to_dtype(DType::F32).unwrap();
+    let m = model();
+    let t = classes(&f, "first");
+    let g = method("guided_grad_cam", &[]).attribute(m.as_ref(), &x, &t).unwrap();
+    let gc = method("grad_cam", &[]).attribute(m.as_ref(), &x, &t).unwrap();
+    let gb = method("guided_backprop", &[]).attribute(m.as_ref(), &x, &t).unwrap();
+    let want = (gb.attribution() * gc.attribution()).unwrap();
+    assert_eq!(rel(&rows(g.attribution()), &rows(&want)), 0.0);
+    assert_eq!(rows(g.tensor("cam").unwrap()), rows(gc.tensor("cam").unwrap()));
+    assert_eq!(g.diagnostics["layer"], "pool2");
 }

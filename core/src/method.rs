@@ -120,6 +120,37 @@ pub fn layer_gradient(
     replace: Option<&Tensor>,
     opts: ForwardOptions,
 ) -> Result<LayerGradient> {
+    let (obj, var) = probe_objective(model, xs, target, layer, replace, true, opts)?;
+    let var = var.ok_or_else(|| Error::msg(format!("the model's forward pass did not reach layer '{layer}'")))?;
+    let grads = obj.sum_all()?.backward()?;
+    let grad = grad_or_zeros(&grads, var.as_tensor())?;
+    Ok(LayerGradient { activation: var.as_tensor().detach(), grad, objective: obj.detach() })
+}
+
+/// The objective `[B]` of a resolved target with the output of `layer` replaced by
+/// `replacement` (same shape), without a backward pass: what ablating units of a
+/// layer needs (Ablation-CAM).
+pub fn objective_with_layer(
+    model: &dyn Classifier,
+    xs: &Tensor,
+    target: &Target,
+    layer: &str,
+    replacement: &Tensor,
+    opts: ForwardOptions,
+) -> Result<Tensor> {
+    Ok(probe_objective(model, xs, target, layer, Some(replacement), false, opts)?.0.detach())
+}
+
+/// The objective with the probe at `layer`, and the probe's variable when `track`.
+fn probe_objective(
+    model: &dyn Classifier,
+    xs: &Tensor,
+    target: &Target,
+    layer: &str,
+    replace: Option<&Tensor>,
+    track: bool,
+    opts: ForwardOptions,
+) -> Result<(Tensor, Option<Var>)> {
     let net = model.network().ok_or_else(|| {
         Error::msg(format!(
             "layer '{layer}': model '{}' is not built from the explainable layer vocabulary, so its layers cannot be read",
@@ -127,25 +158,20 @@ pub fn layer_gradient(
         ))
     })?;
     net.node(layer)?;
-    let probe = Arc::new(LayerProbe { layer: layer.to_string(), replace: replace.cloned(), var: Mutex::new(None) });
+    let probe = Arc::new(LayerProbe { layer: layer.to_string(), replace: replace.cloned(), track, var: Mutex::new(None) });
     let composite = ProbeComposite { inner: opts.composite, probe: probe.clone() };
     let opts = ForwardOptions { composite: Some(&composite), ..opts };
     let (obj, _) = objective(model, xs, target, opts)?;
-    let var = probe
-        .var
-        .lock()
-        .map_err(|_| Error::msg("internal: layer probe lock poisoned"))?
-        .take()
-        .ok_or_else(|| Error::msg(format!("the model's forward pass did not reach layer '{layer}'")))?;
-    let grads = obj.sum_all()?.backward()?;
-    let grad = grad_or_zeros(&grads, var.as_tensor())?;
-    Ok(LayerGradient { activation: var.as_tensor().detach(), grad, objective: obj.detach() })
+    let var = probe.var.lock().map_err(|_| Error::msg("internal: layer probe lock poisoned"))?.take();
+    Ok((obj, var))
 }
 
-/// The rule at the probed layer: its value (or the replacement) as a fresh variable.
+/// The rule at the probed layer: its value (or the replacement), as a fresh variable
+/// when `track` (else detached: a forward that needs no gradient there).
 struct LayerProbe {
     layer: String,
     replace: Option<Tensor>,
+    track: bool,
     var: Mutex<Option<Var>>,
 }
 
@@ -165,6 +191,9 @@ impl Rule for LayerProbe {
             Some(r) => r.clone(),
             None => value,
         };
+        if !self.track {
+            return Ok(value.detach());
+        }
         let var = Var::from_tensor(&value.detach())?;
         let out = var.as_tensor().clone();
         *self.var.lock().map_err(|_| Error::msg("internal: layer probe lock poisoned"))? = Some(var);
@@ -322,6 +351,8 @@ mod tests {
         let lg = layer_gradient(&model, &x, &t, "relu", Some(&r), ForwardOptions::default()).unwrap();
         assert_eq!(lg.activation.to_vec2::<f32>().unwrap(), r.to_vec2::<f32>().unwrap());
         assert_eq!(lg.objective.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
+        let obj = objective_with_layer(&model, &x, &t, "relu", &r, ForwardOptions::default()).unwrap();
+        assert_eq!(obj.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
         // bad layer names and shapes are errors
         let e = layer_gradient(&model, &x, &t, "nope", None, ForwardOptions::default()).unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("fc1, relu, fc2"), "{e}");

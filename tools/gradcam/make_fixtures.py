@@ -27,7 +27,13 @@ Tensors (float64 unless said otherwise):
   {method}_second_cam [5,7,7] the same CAM for class `second`
   grad_cam_conv2_cam [5,14,14], grad_cam_conv2_map [5,28,28]: Grad-CAM at conv2
                              (before its ReLU, so activations of both signs)
-for method in grad_cam, grad_cam_plus_plus, hires_cam, xgrad_cam, layer_cam.
+  {eigen}_projection [5,7,7]  the first principal component's projection (float32:
+                             get_2d_projection returns float32; sign arbitrary) at
+                             pool2, for eigen_cam, eigen_grad_cam and
+                             grad_cam_eigen_smooth (Grad-CAM's weighted maps)
+for method in grad_cam, grad_cam_plus_plus, hires_cam, xgrad_cam, layer_cam,
+score_cam and ablation_cam (their weights pass through float32 in
+pytorch-grad-cam: Score-CAM's scores and softmax, Ablation-CAM's scores).
 """
 
 import sys
@@ -36,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam import (AblationCAM, EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM,
+                             ScoreCAM, XGradCAM)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from safetensors.torch import save_file
 
@@ -50,19 +57,25 @@ METHODS = {
     "hires_cam": HiResCAM,
     "xgrad_cam": XGradCAM,
     "layer_cam": LayerCAM,
+    "score_cam": ScoreCAM,
+    "ablation_cam": AblationCAM,
 }
+# The PCA CAMs: their raw projections (the sign of a principal component is
+# arbitrary; the tests align it).
+PROJECTIONS = {"eigen_cam": EigenCAM, "eigen_grad_cam": EigenGradCAM}
 
 
-def cams(cls, model, layer, x, classes):
-    """(raw CAM after ReLU at the layer, pytorch-grad-cam's scaled output)."""
+def cams(cls, model, layer, x, classes, eigen_smooth=False, relu=True):
+    """(raw CAM at the layer, after ReLU unless relu=False, pytorch-grad-cam's
+    scaled output)."""
     cam = cls(model=model, target_layers=[layer])
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
-    out = cam(input_tensor=x, targets=targets)
+    out = cam(input_tensor=x, targets=targets, eigen_smooth=eigen_smooth)
     acts = cam.activations_and_grads.activations[0].numpy()
-    grads = cam.activations_and_grads.gradients[0].numpy()
-    raw = cam.get_cam_image(x, layer, targets, acts, grads, False)
+    grads = cam.activations_and_grads.gradients[0].numpy() if cam.activations_and_grads.gradients else None
+    raw = cam.get_cam_image(x, layer, targets, acts, grads, eigen_smooth)
     cam.activations_and_grads.release()
-    return np.maximum(raw, 0), out
+    return (np.maximum(raw, 0) if relu else raw), out
 
 
 def main():
@@ -91,6 +104,11 @@ def main():
         out[f"{name}_map"] = torch.from_numpy(scaled.astype(np.float64))
         raw2, _ = cams(cls, model, model.pool2, x, second)
         out[f"{name}_second_cam"] = torch.from_numpy(raw2.astype(np.float64))
+    for name, cls in PROJECTIONS.items():
+        raw, _ = cams(cls, model, model.pool2, x, first, relu=False)
+        out[f"{name}_projection"] = torch.from_numpy(raw.astype(np.float64))
+    raw, _ = cams(GradCAM, model, model.pool2, x, first, eigen_smooth=True, relu=False)
+    out["grad_cam_eigen_smooth_projection"] = torch.from_numpy(raw.astype(np.float64))
     raw, scaled = cams(GradCAM, model, model.conv2, x, first)
     out["grad_cam_conv2_cam"] = torch.from_numpy(raw.astype(np.float64))
     out["grad_cam_conv2_map"] = torch.from_numpy(scaled.astype(np.float64))

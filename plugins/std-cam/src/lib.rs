@@ -1,16 +1,22 @@
 //! Class activation maps: methods that weight the feature maps of one spatial layer
-//! by the target's gradient there and upsample the weighted sum to the input.
+//! (by the target's gradient there, by the scores of masked or ablated copies, or by
+//! a principal component) and upsample the weighted sum to the input.
 //!
 //! [`cam`] holds what they share: choosing the layer, reading its activations and
-//! their gradient in one pass (core's `method::layer_gradient`), the bilinear
-//! upsampling and the five gradient weightings. [`methods`] registers them: `grad_cam`, `grad_cam_plus_plus`,
-//! `hires_cam`, `xgrad_cam` and `layer_cam`.
+//! their gradient in one pass (core's `method::layer_gradient`), the weightings, the
+//! principal-component reduction and the bilinear upsampling. [`methods`] registers
+//! `grad_cam`, `grad_cam_plus_plus`, `hires_cam`, `xgrad_cam`, `layer_cam`,
+//! `eigen_cam`, `eigen_grad_cam`, `score_cam`, `ablation_cam` and
+//! `guided_grad_cam`.
 
 pub mod cam;
 pub mod methods;
 
-pub use cam::{CamConfig, Weighting};
-pub use methods::{GradCam, GradCamPlusPlus, HiResCam, LayerCam, XGradCam};
+pub use cam::{CamConfig, Kind, Weighting};
+pub use methods::{
+    AblationCam, EigenCam, EigenGradCam, GradCam, GradCamPlusPlus, GuidedGradCam, GuidedGradCamConfig, HiResCam, LayerCam,
+    ScoreCam, XGradCam,
+};
 
 /// Forces the linker to keep this pack's registrations when linked statically.
 pub fn link() {}
