@@ -207,3 +207,15 @@ fn guided_grad_cam_is_the_product() {
     assert_eq!(rows(g.tensor("cam").unwrap()), rows(gc.tensor("cam").unwrap()));
     assert_eq!(g.diagnostics["layer"], "pool2");
 }
+
+/// FullGrad over conv1's and conv2's biases and the input, scaled as
+/// pytorch-grad-cam scales it, against its output (f32 there) to 1e-5.
+#[test]
+fn full_grad_matches_pytorch_grad_cam() {
+    let f = fixture();
+    let x = f["inputs"].clone();
+    let e = method("full_grad", &["batch_size=3"]).attribute(model64().as_ref(), &x, &classes(&f, "first")).unwrap();
+    assert_eq!(e.diagnostics["layers"], "conv1,conv2");
+    let err = rel(&min_max(&e), &rows(&f["full_grad_map"]));
+    assert!(err < 1e-5, "FullGrad differs by {err}");
+}

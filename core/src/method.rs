@@ -166,6 +166,78 @@ fn probe_objective(
     Ok((obj, var))
 }
 
+/// The input gradient and, for each of `layers`, its activations and their gradient,
+/// from one backward pass (FullGrad needs every bias layer's gradient together).
+/// Unlike [`layer_gradient`], the graph stays whole: each layer's output gets a zero
+/// variable added, whose gradient is the layer's.
+pub fn layer_gradients(
+    model: &dyn Classifier,
+    xs: &Tensor,
+    target: &Target,
+    layers: &[String],
+    opts: ForwardOptions,
+) -> Result<(Gradient, Vec<LayerGradient>)> {
+    let net = model.network().ok_or_else(|| {
+        Error::msg(format!("model '{}' is not built from the explainable layer vocabulary, so its layers cannot be read", model.info().name))
+    })?;
+    for l in layers {
+        net.node(l)?;
+    }
+    let taps = Arc::new(ZeroTaps { layers: layers.to_vec(), taken: Mutex::new(vec![]) });
+    let composite = TapComposite { inner: opts.composite, taps: taps.clone() };
+    let var = Var::from_tensor(&xs.detach())?;
+    let (obj, output) = objective(model, var.as_tensor(), target, ForwardOptions { composite: Some(&composite), ..opts })?;
+    let grads = obj.sum_all()?.backward()?;
+    let taken = std::mem::take(&mut *taps.taken.lock().map_err(|_| Error::msg("internal: layer taps lock poisoned"))?);
+    let mut out = vec![];
+    for l in layers {
+        let (_, a, z) = taken
+            .iter()
+            .find(|(n, _, _)| n == l)
+            .ok_or_else(|| Error::msg(format!("the model's forward pass did not reach layer '{l}'")))?;
+        out.push(LayerGradient { activation: a.clone(), grad: grad_or_zeros(&grads, z.as_tensor())?, objective: obj.detach() });
+    }
+    let input = Gradient { grad: grad_or_zeros(&grads, var.as_tensor())?, objective: obj.detach(), output: output.detach() };
+    Ok((input, out))
+}
+
+/// The rule of [`layer_gradients`]: the layer's value plus a zero variable.
+struct ZeroTaps {
+    layers: Vec<String>,
+    taken: Mutex<Vec<(String, Tensor, Var)>>,
+}
+
+impl Rule for ZeroTaps {
+    fn name(&self) -> &str {
+        "layer_taps"
+    }
+    fn forward(&self, node: &Node, inputs: &[&Tensor], _: &RuleCtx) -> Result<Tensor> {
+        let value = node.forward(inputs)?;
+        let z = Var::zeros(value.shape(), value.dtype(), value.device())?;
+        let out = value.broadcast_add(z.as_tensor())?;
+        self.taken.lock().map_err(|_| Error::msg("internal: layer taps lock poisoned"))?.push((node.name.clone(), value.detach(), z));
+        Ok(out)
+    }
+}
+
+/// The taps at their layers, the caller's rules elsewhere.
+struct TapComposite<'a> {
+    inner: Option<&'a dyn Composite>,
+    taps: Arc<ZeroTaps>,
+}
+
+impl Composite for TapComposite<'_> {
+    fn name(&self) -> &str {
+        self.inner.map_or("layer_taps", |c| c.name())
+    }
+    fn rule_for(&self, node: &NodeInfo) -> Option<Arc<dyn Rule>> {
+        if self.taps.layers.iter().any(|l| l == node.name) {
+            return Some(self.taps.clone());
+        }
+        self.inner.and_then(|c| c.rule_for(node))
+    }
+}
+
 /// The rule at the probed layer: its value (or the replacement), as a fresh variable
 /// when `track` (else detached: a forward that needs no gradient there).
 struct LayerProbe {
@@ -353,6 +425,12 @@ mod tests {
         assert_eq!(lg.objective.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
         let obj = objective_with_layer(&model, &x, &t, "relu", &r, ForwardOptions::default()).unwrap();
         assert_eq!(obj.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
+        // several layers in one pass: fc1's gradient is relu'(h) ⊙ row c of W2; the input's
+        // is W1ᵀ (relu'(h) ⊙ W2_c)
+        let (input, ls) = layer_gradients(&model, &x, &t, &["fc1".into(), "relu".into()], ForwardOptions::default()).unwrap();
+        assert_eq!(ls[1].grad.to_vec2::<f32>().unwrap(), vec![vec![2., -1.], vec![0.5, 3.]]);
+        assert_eq!(ls[0].grad.to_vec2::<f32>().unwrap(), vec![vec![2., 0.], vec![0., 3.]]);
+        assert_eq!(input.grad.to_vec2::<f32>().unwrap(), vec![vec![2., -4.], vec![-3., 3.]]);
         // bad layer names and shapes are errors
         let e = layer_gradient(&model, &x, &t, "nope", None, ForwardOptions::default()).unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("fc1, relu, fc2"), "{e}");

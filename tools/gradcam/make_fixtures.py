@@ -31,6 +31,8 @@ Tensors (float64 unless said otherwise):
                              get_2d_projection returns float32; sign arbitrary) at
                              pool2, for eigen_cam, eigen_grad_cam and
                              grad_cam_eigen_smooth (Grad-CAM's weighted maps)
+  full_grad_map [5,28,28]     FullGrad over conv1 and conv2's biases and the input
+                             (float32 precision)
 for method in grad_cam, grad_cam_plus_plus, hires_cam, xgrad_cam, layer_cam,
 score_cam and ablation_cam (their weights pass through float32 in
 pytorch-grad-cam: Score-CAM's scores and softmax, Ablation-CAM's scores).
@@ -42,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_grad_cam import (AblationCAM, EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM,
+from pytorch_grad_cam import (AblationCAM, EigenCAM, EigenGradCAM, FullGrad, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM,
                              ScoreCAM, XGradCAM)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from safetensors.torch import save_file
@@ -109,6 +111,8 @@ def main():
         out[f"{name}_projection"] = torch.from_numpy(raw.astype(np.float64))
     raw, _ = cams(GradCAM, model, model.pool2, x, first, eigen_smooth=True, relu=False)
     out["grad_cam_eigen_smooth_projection"] = torch.from_numpy(raw.astype(np.float64))
+    fg = FullGrad(model=model, target_layers=[])
+    out["full_grad_map"] = torch.from_numpy(fg(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(c)) for c in first]).astype(np.float64))
     raw, scaled = cams(GradCAM, model, model.conv2, x, first)
     out["grad_cam_conv2_cam"] = torch.from_numpy(raw.astype(np.float64))
     out["grad_cam_conv2_map"] = torch.from_numpy(scaled.astype(np.float64))

@@ -7,12 +7,15 @@
 //! principal-component reduction and the bilinear upsampling. [`methods`] registers
 //! `grad_cam`, `grad_cam_plus_plus`, `hires_cam`, `xgrad_cam`, `layer_cam`,
 //! `eigen_cam`, `eigen_grad_cam`, `score_cam`, `ablation_cam` and
-//! `guided_grad_cam`.
+//! `guided_grad_cam`; [`full_grad`] registers `full_grad`, which reads every bias
+//! layer instead of one.
 
 pub mod cam;
+pub mod full_grad;
 pub mod methods;
 
 pub use cam::{CamConfig, Kind, Weighting};
+pub use full_grad::FullGrad;
 pub use methods::{
     AblationCam, EigenCam, EigenGradCam, GradCam, GradCamPlusPlus, GuidedGradCam, GuidedGradCamConfig, HiResCam, LayerCam,
     ScoreCam, XGradCam,
