@@ -219,3 +219,17 @@ fn full_grad_matches_pytorch_grad_cam() {
     let err = rel(&min_max(&e), &rows(&f["full_grad_map"]));
     assert!(err < 1e-5, "FullGrad differs by {err}");
 }
+
+/// aug_smooth: the mean of six test-time augmentations' maps, each scaled to [0, 1],
+/// against pytorch-grad-cam's aug_smooth (f32 there) to 1e-5.
+#[test]
+fn aug_smooth_matches_pytorch_grad_cam() {
+    let f = fixture();
+    let x = f["inputs"].clone();
+    let e = method("grad_cam", &["aug_smooth=true"]).attribute(model64().as_ref(), &x, &classes(&f, "first")).unwrap();
+    let err = rel(&rows(e.attribution()), &rows(&f["grad_cam_aug_smooth_map"]));
+    assert!(err < 1e-5, "aug_smooth differs by {err}");
+    let plain = method("grad_cam", &[]).attribute(model64().as_ref(), &x, &classes(&f, "first")).unwrap();
+    assert!(rel(&min_max(&plain), &rows(&f["grad_cam_aug_smooth_map"])) > 1e-3, "the augmentations change the map");
+    assert_eq!(e.tensor("cam").unwrap().dims(), &[5, 7, 7]);
+}

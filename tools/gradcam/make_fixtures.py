@@ -31,6 +31,8 @@ Tensors (float64 unless said otherwise):
                              get_2d_projection returns float32; sign arbitrary) at
                              pool2, for eigen_cam, eigen_grad_cam and
                              grad_cam_eigen_smooth (Grad-CAM's weighted maps)
+  grad_cam_aug_smooth_map [5,28,28]  Grad-CAM at pool2 with aug_smooth=True (the mean
+                             of six test-time augmentations' scaled maps; float32)
   full_grad_map [5,28,28]     FullGrad over conv1 and conv2's biases and the input
                              (float32 precision)
 for method in grad_cam, grad_cam_plus_plus, hires_cam, xgrad_cam, layer_cam,
@@ -111,6 +113,8 @@ def main():
         out[f"{name}_projection"] = torch.from_numpy(raw.astype(np.float64))
     raw, _ = cams(GradCAM, model, model.pool2, x, first, eigen_smooth=True, relu=False)
     out["grad_cam_eigen_smooth_projection"] = torch.from_numpy(raw.astype(np.float64))
+    cam = GradCAM(model=model, target_layers=[model.pool2])
+    out["grad_cam_aug_smooth_map"] = torch.from_numpy(cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(c)) for c in first], aug_smooth=True).astype(np.float64))
     fg = FullGrad(model=model, target_layers=[])
     out["full_grad_map"] = torch.from_numpy(fg(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(c)) for c in first]).astype(np.float64))
     raw, scaled = cams(GradCAM, model, model.conv2, x, first)

@@ -29,6 +29,8 @@ pub struct CamConfig {
     pub relu: bool,
     /// reduce the weighted maps by their first principal component instead of their sum
     pub eigen_smooth: bool,
+    /// average over mirrored and rescaled copies of the input (each map scaled to [0, 1])
+    pub aug_smooth: bool,
     /// examples per backward pass (Score-CAM and Ablation-CAM: masked or ablated copies per forward pass)
     #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
     pub batch_size: usize,
@@ -36,7 +38,7 @@ pub struct CamConfig {
 
 impl Default for CamConfig {
     fn default() -> Self {
-        CamConfig { layer: None, relu: true, eigen_smooth: false, batch_size: 64 }
+        CamConfig { layer: None, relu: true, eigen_smooth: false, aug_smooth: false, batch_size: 64 }
     }
 }
 
@@ -283,6 +285,10 @@ const SCORE_EPS: f64 = 1e-8;
 
 /// Runs CAM `kind` with `config`: the attribution (the upsampled CAM, with the
 /// input's shape) and the CAM at the layer as tensor `cam`.
+///
+/// With `aug_smooth`, both are the mean over six test-time augmentations (the input
+/// as it is and mirrored left to right, each times 0.9, 1 and 1.1), each mirrored
+/// back and scaled to [0, 1] first, as pytorch-grad-cam's `aug_smooth` does.
 pub fn explain(
     method: &'static str,
     kind: Kind,
@@ -299,6 +305,68 @@ pub fn explain(
         )));
     };
     let layer = resolve_layer(method, model, inputs, config.layer.as_deref())?;
+    let (map, cam) = if config.aug_smooth {
+        let (mut map, mut cam) = (None::<Tensor>, None::<Tensor>);
+        for mirror in [false, true] {
+            for factor in AUG_FACTORS {
+                let x = (if mirror { flip_last(inputs)? } else { inputs.clone() } * factor)?;
+                let (m, c) = cam_maps(method, kind, config, model, &x, &target, &layer, size)?;
+                let back = |t: Tensor| -> Result<Tensor> { unit_scale(&if mirror { flip_last(&t)? } else { t }) };
+                let (m, c) = (back(m)?, back(c)?);
+                map = Some(match map { Some(s) => (s + m)?, None => m });
+                cam = Some(match cam { Some(s) => (s + c)?, None => c });
+            }
+        }
+        let n = (2 * AUG_FACTORS.len()) as f64;
+        let mean = |t: Option<Tensor>| -> Result<Tensor> { Ok((t.ok_or_else(|| Error::msg("internal: no augmentation"))? / n)?) };
+        (mean(map)?, mean(cam)?)
+    } else {
+        cam_maps(method, kind, config, model, inputs, &target, &layer, size)?
+    };
+    let b = map.dim(0)?;
+    let attribution =
+        map.reshape((b, 1, size.0 * size.1))?.broadcast_as((b, inputs.dim(1)?, size.0 * size.1))?.reshape(inputs.dims())?;
+    Ok(Explanation::new(method, attribution.to_dtype(inputs.dtype())?, target)
+        .with_tensor("cam", cam)
+        .with_diag("layer", layer.as_str()))
+}
+
+/// `aug_smooth`'s input scalings (pytorch-grad-cam's defaults).
+const AUG_FACTORS: [f64; 3] = [0.9, 1.0, 1.1];
+
+/// Mirrors along the last (width) dimension.
+fn flip_last(t: &Tensor) -> Result<Tensor> {
+    let w = t.dim(t.rank() - 1)?;
+    let idx = Tensor::from_vec((0..w as u32).rev().collect::<Vec<_>>(), w, t.device())?;
+    Ok(t.index_select(&idx, t.rank() - 1)?)
+}
+
+/// Each example scaled to [0, 1] by `s(x) = (x − min) / (1e-7 + max)` (pytorch-grad-cam's
+/// scaling) twice, so that its ε counts against 1 rather than the CAM's own scale,
+/// as in pytorch-grad-cam, which scales before and after upsampling; a constant map
+/// becomes 0.
+fn unit_scale(t: &Tensor) -> Result<Tensor> {
+    let s = |t: &Tensor| -> Result<Tensor> {
+        let shifted = t.broadcast_sub(&t.min_keepdim(1)?)?;
+        Ok(shifted.broadcast_div(&shifted.max_keepdim(1)?.affine(1.0, 1e-7)?)?)
+    };
+    Ok(s(&s(&t.flatten_from(1)?)?)?.reshape(t.dims())?)
+}
+
+/// The upsampled CAMs `[B, H, W]` and the CAMs at the layer `[B, ...]` of one input
+/// batch (no augmentation).
+#[allow(clippy::too_many_arguments)]
+fn cam_maps(
+    method: &'static str,
+    kind: Kind,
+    config: &CamConfig,
+    model: &dyn Classifier,
+    inputs: &Tensor,
+    target: &Target,
+    layer: &str,
+    size: (usize, usize),
+) -> Result<(Tensor, Tensor)> {
+    let layer = layer.to_string();
     let (mut maps, mut cams) = (vec![], vec![]);
     for r in chunks(inputs.dim(0)?, config.batch_size) {
         let x = inputs.narrow(0, r.start, r.len())?;
@@ -345,13 +413,7 @@ pub fn explain(
         shape.extend(&dims[2..]);
         cams.push(cam.reshape(shape)?);
     }
-    let map = Tensor::cat(&maps, 0)?; // [B, H, W]
-    let b = map.dim(0)?;
-    let attribution =
-        map.reshape((b, 1, size.0 * size.1))?.broadcast_as((b, inputs.dim(1)?, size.0 * size.1))?.reshape(inputs.dims())?;
-    Ok(Explanation::new(method, attribution.to_dtype(inputs.dtype())?, target)
-        .with_tensor("cam", Tensor::cat(&cams, 0)?)
-        .with_diag("layer", layer.as_str()))
+    Ok((Tensor::cat(&maps, 0)?, Tensor::cat(&cams, 0)?))
 }
 
 #[cfg(test)]
