@@ -233,3 +233,62 @@ fn aug_smooth_matches_pytorch_grad_cam() {
     assert!(rel(&min_max(&plain), &rows(&f["grad_cam_aug_smooth_map"])) > 1e-3, "the augmentations change the map");
     assert_eq!(e.tensor("cam").unwrap().dims(), &[5, 7, 7]);
 }
+
+/// ROAD (noise 0) and the confidence metrics on the fixture's Grad-CAM maps,
+/// against pytorch-grad-cam's metrics (f32 model on both sides): the imputed
+/// images to 1e-5 and the scores to 1e-4 of their scale.
+#[test]
+fn road_and_confidence_match_pytorch_grad_cam() {
+    use lumen_std_metrics::road::{impute_channel, percentile};
+    lumen_std_metrics::link();
+    let f = fixture();
+    let r = lumen_core::candle::safetensors::load(repo_root().join("tests/fixtures/gradcam/road.safetensors"), &Device::Cpu).unwrap();
+    let x = f["inputs"].to_dtype(DType::F32).unwrap();
+    let cams = r["cams"].to_dtype(DType::F32).unwrap().reshape((5, 1, 28, 28)).unwrap();
+    // the imputation itself: MoRF 50 and LeRF 30
+    let (xs, cs) = (rows(&x), rows(&cams));
+    for (key, most, q) in [("imputed_morf50", true, 50.0), ("imputed_lerf30", false, 30.0)] {
+        let want = rows(&r[key]);
+        for i in 0..5 {
+            let m: Vec<f64> = if most { cs[i].clone() } else { cs[i].iter().map(|v| -v).collect() };
+            let t = percentile(&m, q);
+            let keep: Vec<bool> = m.iter().map(|v| *v < t).collect();
+            assert!(keep.iter().any(|k| !k) && keep.iter().any(|k| *k));
+            let got = impute_channel(&xs[i], &keep, 28, 28);
+            let err = rel(&[got], &[want[i].clone()]);
+            assert!(err < 1e-5, "{key} digit {i}: {err}");
+        }
+    }
+    let targets: Vec<usize> = match classes(&f, "first") {
+        Target::Classes(v) => v,
+        _ => unreachable!(),
+    };
+    let m = model();
+    let reg = lumen_core::Registry::from_inventory().unwrap();
+    for (name, params) in [
+        ("road_morf", vec!["noise=0"]),
+        ("road_lerf", vec!["noise=0"]),
+        ("road", vec!["noise=0"]),
+        ("confidence_drop", vec![]),
+        ("confidence_increase", vec![]),
+    ] {
+        let metric = reg.build_metric(name, &Params::parse_pairs(&params).unwrap()).unwrap();
+        let out = metric.evaluate(&lumen_core::MetricInput::new(m.as_ref(), &x, &targets, &cams)).unwrap();
+        let key = match name {
+            "road" => "road_combined",
+            "confidence_drop" => "drop_in_confidence",
+            "confidence_increase" => "increase_in_confidence",
+            n => n,
+        };
+        let want = rows(&r[key].unsqueeze(1).unwrap());
+        let scale = want.iter().flatten().fold(1f64, |a, v| a.max(v.abs()));
+        for (i, (g, w)) in out.per_example.iter().zip(want.iter().flatten()).enumerate() {
+            assert!((g - w).abs() < 1e-4 * scale, "{name} digit {i}: {g} vs {w}");
+        }
+    }
+    // the noise is seeded: the same seed gives the same score, another seed another
+    let noisy = reg.build_metric("road_morf", &Params::parse_pairs(&["percentiles=50"]).unwrap()).unwrap();
+    let run = |seed| noisy.evaluate(&lumen_core::MetricInput::new(m.as_ref(), &x, &targets, &cams).with_seed(seed)).unwrap().per_example;
+    assert_eq!(run(3), run(3));
+    assert_ne!(run(3), run(4));
+}

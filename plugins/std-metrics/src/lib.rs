@@ -11,6 +11,9 @@
 //! - `localization`: relevance mass and rank accuracy inside a ground-truth mask, with
 //!   the masks of the biased-8 square and the genomic motifs.
 //! - `completeness`: summation to delta, for methods that claim it.
+//! - `road`, `road_morf`, `road_lerf` (Rong et al.): the target score after noisy
+//!   linear imputation of the most or least relevant positions; `confidence_drop` and
+//!   `confidence_increase` on the input times the map (pytorch-grad-cam's CAM metrics).
 //!
 //! Maps are reduced to one relevance per position by summing over channels (signed),
 //! so a pixel's rank does not depend on which channel carries it.
@@ -18,6 +21,7 @@
 pub mod completeness;
 pub mod localization;
 pub mod perturbation;
+pub mod road;
 pub mod robustness;
 pub mod sanity;
 pub mod util;
@@ -25,6 +29,7 @@ pub mod util;
 pub use completeness::{Completeness, CompletenessConfig};
 pub use localization::{biased_square_masks, motif_masks, Localization, LocalizationConfig, Mass};
 pub use perturbation::{Deletion, DeletionConfig, Direction, Fill, PixelFlipping, PixelFlippingConfig};
+pub use road::{Confidence, Order, Road, RoadConfig};
 pub use robustness::{Infidelity, InfidelityConfig, MaxSensitivity, MaxSensitivityConfig, Noise};
 pub use sanity::{SanityConfig, SanityRandomization};
 pub use util::Score;
