@@ -292,3 +292,21 @@ fn road_and_confidence_match_pytorch_grad_cam() {
     assert_eq!(run(3), run(3));
     assert_ne!(run(3), run(4));
 }
+
+#[test]
+fn reproduce_gradcam_quick() {
+    let dir = tmpdir("repro-gradcam");
+    let out = lumen(&["reproduce", "gradcam", "--quick", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["cams.png", "results.md", "results.json"] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    let js: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    // Eigen-CAM uses no class: the same map for both classes.
+    assert!((js["class_map_correlation"]["eigen_cam"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    assert!(js["class_map_correlation"]["grad_cam"].as_f64().unwrap() < 0.999);
+    let sanity = js["sanity_grad_cam"].as_array().unwrap();
+    assert_eq!(sanity[0]["spearman"].as_f64().unwrap(), 1.0, "step 0 re-explains the trained model");
+    assert!(sanity.last().unwrap()["spearman"].as_f64().unwrap() < 0.9, "randomization changes Grad-CAM");
+    assert_eq!(js["faithfulness"].as_array().unwrap().len(), 11);
+}

@@ -7,6 +7,7 @@ mod clear;
 mod pda;
 
 mod genomics;
+mod gradcam;
 mod smoothgrad;
 use clap::Args;
 use lumen_core::candle::Device;
@@ -34,6 +35,7 @@ pub const EXPERIMENTS: &[(&str, &str)] = &[
     ("cdeepex", "CDeepEx: generator quality, Fig. 5 (third-class wins vs xGEMs, likelihood paths), biased-8 (docs/cdeepex)"),
     ("pda", "PDA: conditional vs marginal, window sweep, top-5% masks vs saliency, softmax vs logits (docs/pda)"),
     ("clear", "CLEAR Table 1 (accuracy with only / without strong features, threshold sweep), Fig. 3 maps (docs/clear)"),
+    ("gradcam", "the CAM family side by side for close calls, class discrimination, Grad-CAM sanity check, ROAD (docs/gradcam)"),
     ("smoothgrad", "SmoothGrad: noise-level and sample-size sweeps, SG over IG and guided BP, training with noise (docs/smoothgrad)"),
 ];
 
@@ -53,6 +55,7 @@ pub fn run(a: ReproduceArgs, device: &Device) -> anyhow::Result<()> {
         "genomics-train" => genomics::train(&a, device),
         "smoothgrad" => smoothgrad::run(&a, &out, device),
         "clear" => clear::run(&a, &out, device),
+        "gradcam" => gradcam::run(&a, &out, device),
         other => anyhow::bail!(
             "unknown experiment '{other}' (known: {})",
             EXPERIMENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
