@@ -61,6 +61,9 @@ OPT_IN_WORKLOADS = [
                                              f"~{PERTURB_ROWS} rows/pass"),
     ("shapley_sampling", "shapley_sampling", f"grid {GRID_CELL}×{GRID_CELL}, {SVS_SAMPLES} permutations, "
                                              f"not antithetic, baseline 0, ~{PERTURB_ROWS} rows/pass"),
+    # The peer for CAMs is pytorch-grad-cam (needs `pip install grad-cam`), not Captum.
+    ("grad_cam", "grad_cam", "pytorch-grad-cam GradCAM at pool2 (its output: scaled, resized)"),
+    ("score_cam", "score_cam", "pytorch-grad-cam ScoreCAM at pool2, 64 masked copies per pass"),
 ]
 ALL_WORKLOADS = WORKLOADS + OPT_IN_WORKLOADS
 LABELS = {
@@ -76,6 +79,8 @@ LABELS = {
     "lrp_eps": "LRP-ε",
     "feature_ablation": "feature ablation, grid 7",
     "shapley_sampling": f"Shapley sampling, n = {SVS_SAMPLES}",
+    "grad_cam": "Grad-CAM (pytorch-grad-cam)",
+    "score_cam": "Score-CAM (pytorch-grad-cam)",
 }
 
 
@@ -207,6 +212,17 @@ def captum_call(workload, model, x, target):
         per_eval = max(1, PERTURB_ROWS // b)
         return lambda: m.attribute(x, baselines=0.0, target=target, feature_mask=mask, n_samples=SVS_SAMPLES,
                                    perturbations_per_eval=per_eval)
+    if workload in ("grad_cam", "score_cam"):
+        from pytorch_grad_cam import GradCAM, ScoreCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        cam = (GradCAM if workload == "grad_cam" else ScoreCAM)(model=model, target_layers=[model.pool2])
+        cam.batch_size = 64  # Score-CAM's masked copies per forward pass (lumen's batch_size)
+        targets = [ClassifierOutputTarget(int(t)) for t in target]
+        # The parameters are frozen (as for Captum), so the backward needs the input to
+        # require a gradient: its cheapest way to reach the layer (lumen's backward
+        # stops at the layer).
+        xg = x.clone().requires_grad_(workload == "grad_cam")
+        return lambda: cam(input_tensor=xg, targets=targets)
     raise SystemExit(f"harness: unknown workload '{workload}'")
 
 
