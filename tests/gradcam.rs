@@ -310,3 +310,17 @@ fn reproduce_gradcam_quick() {
     assert!(sanity.last().unwrap()["spearman"].as_f64().unwrap() < 0.9, "randomization changes Grad-CAM");
     assert_eq!(js["faithfulness"].as_array().unwrap().len(), 11);
 }
+
+/// Grad-CAM with relu=false at the layer is Captum's LayerGradCam
+/// (relu_attributions=False), at pool2 and at conv2, to 1e-9 in f64.
+#[test]
+fn grad_cam_is_captums_layer_grad_cam() {
+    let f = fixture();
+    let x = f["inputs"].clone();
+    let m = model64();
+    for layer in ["pool2", "conv2"] {
+        let e = method("grad_cam", &[&format!("layer={layer}"), "relu=false"]).attribute(m.as_ref(), &x, &classes(&f, "first")).unwrap();
+        let err = rel(&rows(e.tensor("cam").unwrap()), &rows(&f[&format!("captum_layer_grad_cam_{layer}")]));
+        assert!(err < 1e-9, "{layer}: {err}");
+    }
+}

@@ -9,7 +9,7 @@ only read the output:
 
     /work/pyenv/venv/bin/python tools/gradcam/make_fixtures.py
 
-Needs torch, grad-cam (pytorch-grad-cam), safetensors and numpy.
+Needs torch, grad-cam (pytorch-grad-cam), captum, safetensors and numpy.
 
 pytorch-grad-cam's pipeline per image: the raw CAM at the layer's resolution,
 ReLU, min-max scaling to [0, 1] (x - min, then / (1e-7 + max)), then cv2.resize
@@ -33,6 +33,8 @@ Tensors (float64 unless said otherwise):
                              grad_cam_eigen_smooth (Grad-CAM's weighted maps)
   grad_cam_aug_smooth_map [5,28,28]  Grad-CAM at pool2 with aug_smooth=True (the mean
                              of six test-time augmentations' scaled maps; float32)
+  captum_layer_grad_cam_{pool2,conv2} [5,7,7], [5,14,14]  Captum's LayerGradCam,
+                             relu_attributions=False (float64)
   full_grad_map [5,28,28]     FullGrad over conv1 and conv2's biases and the input
                              (float32 precision)
 for method in grad_cam, grad_cam_plus_plus, hires_cam, xgrad_cam, layer_cam,
@@ -113,6 +115,10 @@ def main():
         out[f"{name}_projection"] = torch.from_numpy(raw.astype(np.float64))
     raw, _ = cams(GradCAM, model, model.pool2, x, first, eigen_smooth=True, relu=False)
     out["grad_cam_eigen_smooth_projection"] = torch.from_numpy(raw.astype(np.float64))
+    from captum.attr import LayerGradCam
+    for name, layer in [("pool2", model.pool2), ("conv2", model.conv2)]:
+        a = LayerGradCam(model, layer).attribute(x.clone(), target=first.tolist(), relu_attributions=False)
+        out[f"captum_layer_grad_cam_{name}"] = a.detach()[:, 0]
     cam = GradCAM(model=model, target_layers=[model.pool2])
     out["grad_cam_aug_smooth_map"] = torch.from_numpy(cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(c)) for c in first], aug_smooth=True).astype(np.float64))
     fg = FullGrad(model=model, target_layers=[])
