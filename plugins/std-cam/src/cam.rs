@@ -196,7 +196,7 @@ pub fn upsample(cam: &Tensor, (oh, ow): (usize, usize), align_corners: bool) -> 
 }
 
 /// Spatial size `(H, W)` of `[B, C, H, W]` or `(1, L)` of `[B, C, L]`.
-fn spatial(dims: &[usize]) -> Option<(usize, usize)> {
+pub(crate) fn spatial(dims: &[usize]) -> Option<(usize, usize)> {
     match dims.len() {
         3 => Some((1, dims[2])),
         4 => Some((dims[2], dims[3])),
@@ -323,12 +323,16 @@ pub fn explain(
     } else {
         cam_maps(method, kind, config, model, inputs, &target, &layer, size)?
     };
-    let b = map.dim(0)?;
-    let attribution =
-        map.reshape((b, 1, size.0 * size.1))?.broadcast_as((b, inputs.dim(1)?, size.0 * size.1))?.reshape(inputs.dims())?;
-    Ok(Explanation::new(method, attribution.to_dtype(inputs.dtype())?, target)
+    Ok(Explanation::new(method, over_input(&map, inputs)?, target)
         .with_tensor("cam", cam)
         .with_diag("layer", layer.as_str()))
+}
+
+/// Maps `[B, H, W]` as an attribution of the input's shape and dtype: the same map
+/// in every input channel.
+pub(crate) fn over_input(map: &Tensor, inputs: &Tensor) -> Result<Tensor> {
+    let (b, hw) = (map.dim(0)?, map.elem_count() / map.dim(0)?.max(1));
+    Ok(map.reshape((b, 1, hw))?.broadcast_as((b, inputs.dim(1)?, hw))?.reshape(inputs.dims())?.to_dtype(inputs.dtype())?)
 }
 
 /// `aug_smooth`'s input scalings (pytorch-grad-cam's defaults).

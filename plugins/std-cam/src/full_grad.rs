@@ -8,7 +8,7 @@
 //! as pytorch-grad-cam takes them; ψ's scaling is `(x − min) / (1e-7 + max)`, also
 //! its, and it scales before upsampling.
 
-use crate::cam::upsample;
+use crate::cam::{over_input, spatial, upsample};
 use lumen_core::candle::{DType, Tensor};
 use lumen_core::method::{chunks, layer_gradients, prepare, Batched};
 use lumen_core::model::{ForwardOptions, LayerKind};
@@ -35,14 +35,6 @@ fn psi(m: &Tensor, size: (usize, usize)) -> Result<Tensor> {
     let scaled = shifted.broadcast_div(&shifted.max_keepdim(2)?.affine(1.0, SCALE_EPS)?)?;
     let (h, w) = spatial(m.dims()).ok_or_else(|| Error::msg("internal: FullGrad on non-spatial maps"))?;
     Ok(upsample(&scaled.reshape((n * c, h, w))?, size, false)?.reshape((n, c, size.0, size.1))?.sum(1)?)
-}
-
-fn spatial(dims: &[usize]) -> Option<(usize, usize)> {
-    match dims.len() {
-        3 => Some((1, dims[2])),
-        4 => Some((dims[2], dims[3])),
-        _ => None,
-    }
 }
 
 impl Method for FullGrad {
@@ -91,11 +83,7 @@ impl Method for FullGrad {
             }
             maps.push(total);
         }
-        let map = Tensor::cat(&maps, 0)?; // [B, H, W]
-        let b = map.dim(0)?;
-        let attribution =
-            map.reshape((b, 1, size.0 * size.1))?.broadcast_as((b, inputs.dim(1)?, size.0 * size.1))?.reshape(inputs.dims())?;
-        Ok(Explanation::new(Self::NAME, attribution.to_dtype(inputs.dtype())?, target)
+        Ok(Explanation::new(Self::NAME, over_input(&Tensor::cat(&maps, 0)?, inputs)?, target)
             .with_params(self.params())
             .with_diag("layers", names.join(",")))
     }
