@@ -26,3 +26,16 @@ pub fn link() {}
 
 // The C entry points that make this crate a plugin pack (see lumen_core::plugin).
 lumen_dylib::declare_pack!();
+
+// Gallery columns of this pack's methods (see lumen_core::present).
+lumen_core::submit_gallery_preset!("grad_cam", 140, None, &[]);
+lumen_core::submit_gallery_preset!("grad_cam_plus_plus", 141, None, &[]);
+lumen_core::submit_gallery_preset!("hires_cam", 142, None, &[]);
+lumen_core::submit_gallery_preset!("xgrad_cam", 143, None, &[]);
+lumen_core::submit_gallery_preset!("layer_cam", 144, None, &[]);
+lumen_core::submit_gallery_preset!("eigen_cam", 145, None, &[]);
+lumen_core::submit_gallery_preset!("eigen_grad_cam", 146, None, &[]);
+lumen_core::submit_gallery_preset!("score_cam", 147, None, &[]);
+lumen_core::submit_gallery_preset!("ablation_cam", 148, None, &[]);
+lumen_core::submit_gallery_preset!("full_grad", 149, None, &[]);
+lumen_core::submit_gallery_preset!("guided_grad_cam", 150, None, &[]);
