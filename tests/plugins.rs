@@ -526,6 +526,7 @@ fn standard_packs_load_as_plugin_files_into_a_bare_host() {
         "lumen_std_metrics",
         "lumen_std_shapley",
         "lumen_std_cam",
+        "lumen_std_layer",
     ]
     .iter()
     .map(|c| built(profile_dir().join("deps").join(lib_name(c))))
@@ -548,6 +549,7 @@ fn standard_packs_load_as_plugin_files_into_a_bare_host() {
         "lumen-std-metrics",
         "lumen-std-shapley",
         "lumen-std-cam",
+        "lumen-std-layer",
     ] {
         // Packs that embed another pack (std-relevance links lumen-models) report it
         // as already loaded; one file must have registered it.

@@ -20,6 +20,7 @@ mod relevance;
 mod zennit;
 mod shapley;
 mod gradcam;
+mod layer;
 mod plugins;
 mod loader;
 mod registry;

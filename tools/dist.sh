@@ -69,7 +69,7 @@ std_libs=("$sysroot/lib/rustlib/$target/lib"/libstd-*.so)
 [ -f "${std_libs[0]}" ] || { echo "dist.sh: no libstd-*.so in $sysroot/lib/rustlib/$target/lib" >&2; exit 1; }
 install -m 644 "${std_libs[@]}" "$dir/lib/"
 for pack in lumen_models lumen_std_gradients lumen_std_propagation lumen_std_relevance lumen_std_perturbation \
-            lumen_std_generators lumen_cdeepex lumen_clear lumen_std_metrics lumen_std_shapley lumen_std_cam; do
+            lumen_std_generators lumen_cdeepex lumen_clear lumen_std_metrics lumen_std_shapley lumen_std_cam lumen_std_layer; do
     install -m 644 "$(pick "lib$pack.so")" "$dir/lib/lumen/packs/"
 done
 install -m 644 "$(pick liblumen_example.so)" "$dir/lib/lumen/plugins/"

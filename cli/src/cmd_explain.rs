@@ -88,7 +88,8 @@ pub struct ExplainArgs {
     /// Registered method (see `lumen list`).
     #[arg(long, default_value = "saliency")]
     pub method: String,
-    /// predicted, a class N, or a contrast A-B ("why A and not B").
+    /// predicted, a class N, a contrast A-B ("why A and not B"), or a hidden unit
+    /// hidden:LAYER:CHANNEL[:Y,X] (the channel's mean without a position).
     #[arg(long, default_value = "predicted")]
     pub target: String,
     /// Method parameter NAME=VALUE (repeatable; nested methods use inner.NAME=VALUE).
@@ -137,6 +138,19 @@ pub fn run(a: ExplainArgs, device: &Device) -> anyhow::Result<()> {
     let expl = method.attribute(model.as_ref(), &x, &target)?;
     let seconds = started.elapsed().as_secs_f64();
     let shown = expl.tensor(&a.show)?.get(0).with_context(|| format!("tensor '{}' has no batch dimension", a.show))?;
+    // A map with another shape than the input's (a layer's attribution): drawn at its
+    // own resolution, summed over channels (--reduce), a vector as a square block;
+    // each channel also on its own in a mosaic below.
+    let own_shape = shown.dims() != input.tensor.dims();
+    if own_shape && (opts.overlay || opts.times_input) {
+        bail!(
+            "tensor '{}' has shape {:?}, not the input's {:?}, so --overlay and --times-input do not apply",
+            a.show,
+            shown.dims(),
+            input.tensor.dims()
+        );
+    }
+    let shown = if shown.rank() == 1 { square(&shown)? } else { shown };
     let hm = render::heatmap(&shown, Some(&input.tensor), &opts)?;
     let fs = if hm.image.width() >= 200 { 2 } else { 1 };
     let what = if hm.absolute { "|map|" } else { "map" };
@@ -152,10 +166,26 @@ pub fn run(a: ExplainArgs, device: &Device) -> anyhow::Result<()> {
     // colours), beside the ordinary heatmap.
     let req = RenderRequest { example: 0, labels, input: Some(&input.tensor), input_range: info.input_range };
     let mut pictures = vec![];
+    if own_shape && shown.rank() == 3 && shown.dim(0)? > 1 {
+        let (c, h, w) = shown.dims3()?;
+        let tiles = mosaic(&shown)?;
+        let mut hm = render::heatmap(&tiles, None, &opts)?;
+        // the one-pixel gaps between tiles in grey
+        let s = opts.scale;
+        let gap = |v: u32, n: usize| (v / s) as usize % (n + 1) == n;
+        for (x, y, p) in hm.image.enumerate_pixels_mut() {
+            if gap(x, w) || gap(y, h) {
+                *p = lumen_core::image::Rgb([190, 190, 190]);
+            }
+        }
+        let path = a.out.join(format!("{stem}_channels.png"));
+        io::save_png(&path, &render::with_caption(&hm.with_legend(fs), &caption, fs))?;
+        pictures.push((path, format!("each of the {c} channels of the {h}×{w} map, on one scale")));
+    }
     for (r, img) in present::render_all(&reg, &expl, &req)? {
         let path = a.out.join(format!("{stem}_{}.png", r.suffix));
         io::save_png(&path, &img)?;
-        pictures.push((path, r.summary));
+        pictures.push((path, r.summary.to_string()));
     }
     let mut tensors: HashMap<String, Tensor> =
         expl.tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<anyhow::Result<_>>()?;
@@ -184,11 +214,48 @@ pub fn run(a: ExplainArgs, device: &Device) -> anyhow::Result<()> {
         render::fmt_tick(hm.cap),
         opts.percentile
     );
+    if own_shape {
+        println!(
+            "tensor '{}' has shape {:?}, not the input's: drawn at its own resolution, channels reduced by --reduce {}",
+            a.show,
+            expl.tensor(&a.show)?.dims(),
+            a.render.reduce
+        );
+    }
     println!("wrote {}, {}, {}", png.display(), st.display(), js.display());
     for (path, summary) in &pictures {
         println!("wrote {} ({summary})", path.display());
     }
     Ok(())
+}
+
+/// A vector `[N]` as a `[⌈N/w⌉, w]` block, `w = ⌈√N⌉`, zero-padded.
+fn square(t: &Tensor) -> anyhow::Result<Tensor> {
+    let n = t.dim(0)?;
+    let w = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let h = n.div_ceil(w);
+    let mut v = t.to_dtype(lumen_core::candle::DType::F32)?.to_vec1::<f32>()?;
+    v.resize(h * w, 0.0);
+    Ok(Tensor::from_vec(v, (h, w), t.device())?)
+}
+
+/// `[C, h, w]` as one `[H, W]` picture: the channels row-major in `⌈√C⌉` columns,
+/// one zero pixel between tiles.
+fn mosaic(t: &Tensor) -> anyhow::Result<Tensor> {
+    let (c, h, w) = t.dims3()?;
+    let cols = (c as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = c.div_ceil(cols);
+    let (hh, ww) = (rows * (h + 1) - 1, cols * (w + 1) - 1);
+    let v = t.to_dtype(lumen_core::candle::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; hh * ww];
+    for k in 0..c {
+        let (r0, c0) = ((k / cols) * (h + 1), (k % cols) * (w + 1));
+        for y in 0..h {
+            let src = &v[(k * h + y) * w..(k * h + y + 1) * w];
+            out[(r0 + y) * ww + c0..(r0 + y) * ww + c0 + w].copy_from_slice(src);
+        }
+    }
+    Ok(Tensor::from_vec(out, (hh, ww), t.device())?)
 }
 
 /// Short text for a resolved target, for captions.
@@ -198,5 +265,20 @@ pub fn target_text(t: &Target) -> String {
         Target::Contrast { a, b } if a.len() == 1 && b.len() == 1 => format!("{} vs {}", a[0], b[0]),
         Target::Hidden { layer, channel, .. } => format!("{layer}:{channel}"),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three 1×2 channels in 2 columns: [c0 gap c1; gap row; c2 gap 0].
+    #[test]
+    fn mosaic_and_square_layouts() {
+        let t = Tensor::new(&[[[1f32, 2.]], [[3., 4.]], [[5., 6.]]], &Device::Cpu).unwrap();
+        let m = mosaic(&t).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(m, vec![vec![1., 2., 0., 3., 4.], vec![0.; 5], vec![5., 6., 0., 0., 0.]]);
+        let v = Tensor::new(&[1f32, 2., 3., 4., 5.], &Device::Cpu).unwrap();
+        assert_eq!(square(&v).unwrap().to_vec2::<f32>().unwrap(), vec![vec![1., 2., 3.], vec![4., 5., 0.]]);
     }
 }

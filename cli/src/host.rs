@@ -71,6 +71,7 @@ pub fn static_registry() -> anyhow::Result<Registry> {
     lumen_std_metrics::link();
     lumen_std_shapley::link();
     lumen_std_cam::link();
+    lumen_std_layer::link();
     let _ = lumen_models::models_dirs;
     Ok(Registry::from_inventory()?)
 }

@@ -25,6 +25,7 @@ pub mod params;
 pub mod paths;
 pub mod plugin;
 pub mod present;
+pub mod quadrature;
 pub mod registry;
 pub mod render;
 pub mod rules;

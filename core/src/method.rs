@@ -2,7 +2,7 @@
 
 use crate::explanation::Explanation;
 use crate::model::rule::{Composite, NodeInfo, Rule, RuleCtx};
-use crate::model::{Classifier, ForwardOptions, Node};
+use crate::model::{Classifier, ForwardOptions, Node, Taps};
 use crate::target::{objective, Target};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor, Var};
@@ -90,6 +90,37 @@ fn native_gradient(model: &dyn Classifier, xs: &Tensor, target: &Target, opts: &
     let Some(r) = model.input_gradient(&xs.detach(), &seed, opts)? else { return Ok(None) };
     let objective = crate::target::class_objective(&r.output, target)?;
     Ok(Some(Gradient { grad: r.grad, objective, output: r.output }))
+}
+
+/// The layer a method reads: `layer` when given (it must exist; the error lists the
+/// layers), else the last layer whose output has spatial dimensions (`[B, C, H, W]`
+/// or `[B, C, L]`): the last one before global pooling or flattening, where the CAMs
+/// and the layer methods look by default.
+pub fn resolve_layer(method: &str, model: &dyn Classifier, xs: &Tensor, layer: Option<&str>) -> Result<String> {
+    let net = model.network().ok_or_else(|| {
+        Error::msg(format!(
+            "{method} needs a model built from the explainable layer vocabulary (it reads a layer's values); '{}' is not",
+            model.info().name
+        ))
+    })?;
+    if let Some(name) = layer.filter(|l| !l.is_empty()) {
+        net.node(name)?;
+        return Ok(name.to_string());
+    }
+    let one = xs.narrow(0, 0, 1)?;
+    let fwd = model.forward_with(&one, &ForwardOptions { taps: Taps::All, ..Default::default() })?;
+    net.nodes()
+        .iter()
+        .rev()
+        .find(|n| fwd.taps.get(&n.name).is_some_and(|t| t.rank() >= 3))
+        .map(|n| n.name.clone())
+        .ok_or_else(|| {
+            Error::bad_param(
+                method,
+                "layer",
+                format!("model '{}' has no layer with spatial output to default to; name one", model.info().name),
+            )
+        })
 }
 
 /// The activations at one layer and the gradient of the objective with respect to

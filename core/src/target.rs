@@ -109,9 +109,21 @@ impl Target {
         }
     }
 
-    /// Parses `predicted`, `N`, `N,M,...` (per example), `A-B` / `A,B-C,D` (contrast).
+    /// Parses `predicted`, `N`, `N,M,...` (per example), `A-B` / `A,B-C,D` (contrast)
+    /// and `hidden:LAYER:CHANNEL[:Y,X]` (a hidden unit; the channel's mean without a
+    /// position).
     pub fn parse(s: &str) -> Result<Target> {
         let s = s.trim();
+        if let Some(rest) = s.strip_prefix("hidden:") {
+            let bad = || Error::BadTarget(format!("'{s}' is not of the form hidden:LAYER:CHANNEL or hidden:LAYER:CHANNEL:Y,X"));
+            let parts: Vec<&str> = rest.split(':').collect();
+            if parts.len() < 2 || parts.len() > 3 || parts[0].is_empty() {
+                return Err(bad());
+            }
+            let num = |t: &str| t.trim().parse::<usize>().map_err(|_| bad());
+            let position = parts.get(2).map(|p| p.split(',').map(num).collect::<Result<Vec<_>>>()).transpose()?;
+            return Ok(Target::Hidden { layer: parts[0].to_string(), channel: num(parts[1])?, position });
+        }
         let nums = |t: &str| -> Result<Vec<usize>> {
             t.split(',')
                 .map(|x| x.trim().parse::<usize>().map_err(|_| Error::BadTarget(format!("'{s}' is not a target"))))
@@ -232,6 +244,16 @@ pub fn objective(
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn hidden_targets_parse() {
+        let t = Target::parse("hidden:conv2:3:7,8").unwrap();
+        assert_eq!(t, Target::Hidden { layer: "conv2".into(), channel: 3, position: Some(vec![7, 8]) });
+        assert_eq!(Target::parse("hidden:fc1:5").unwrap(), Target::Hidden { layer: "fc1".into(), channel: 5, position: None });
+        for bad in ["hidden:conv2", "hidden::1", "hidden:conv2:x", "hidden:conv2:1:a", "hidden:a:1:2:3"] {
+            assert!(Target::parse(bad).unwrap_err().to_string().contains("hidden:LAYER:CHANNEL"), "{bad}");
+        }
+    }
+
     #[test]
     fn parse_forms() {
         assert_eq!(Target::parse("predicted").unwrap(), Target::Predicted);

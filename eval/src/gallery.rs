@@ -1,7 +1,7 @@
 //! The gallery's pieces, shared with the evaluation report: running one method on a
 //! few examples without stopping on its failure, and the grid of inputs and maps.
 
-use crate::{bail, Result};
+use crate::Result;
 use lumen_core::candle::{Tensor, D};
 use lumen_core::render::{self, Grid, HeatmapOptions};
 use lumen_core::{Classifier, Params, Registry, Target};
@@ -53,7 +53,12 @@ pub fn run_method(reg: &Registry, model: &dyn Classifier, name: &str, params: &P
         }
         let a = e.attribution();
         if a.dims() != xs.dims() {
-            bail!("attribution has shape {:?}, the input {:?}", a.dims(), xs.dims());
+            // e.g. a layer's attribution: the gallery's tiles are input-shaped maps
+            return Err(lumen_core::Error::UnsupportedModel {
+                method: name.to_string(),
+                reason: format!("its attribution has shape {:?}, not the input's {:?} (lumen explain draws it)", a.dims(), xs.dims()),
+            }
+            .into());
         }
         let n = xs.dim(0)?;
         (0..n).map(|i| Ok(a.get(i)?)).collect()

@@ -15,7 +15,7 @@
 //! layer.
 
 use lumen_core::candle::{DType, Tensor};
-use lumen_core::method::{chunks, layer_gradient, objective_with_layer, per_chunk, prepare};
+use lumen_core::method::{chunks, layer_gradient, objective_with_layer, per_chunk, prepare, resolve_layer};
 use lumen_core::model::{ForwardOptions, Taps};
 use lumen_core::target::objective;
 use lumen_core::{Classifier, Error, Explanation, Result, Target};
@@ -136,30 +136,6 @@ pub fn principal_projection(maps: &Tensor) -> Result<Tensor> {
         out.extend(proj.iter().map(|v| v * sign));
     }
     Ok(Tensor::from_vec(out, (b, n), maps.device())?.to_dtype(maps.dtype())?)
-}
-
-/// The layer a CAM uses: `layer` when given (it must exist), else the last layer
-/// whose output has spatial dimensions (`[B, C, H, W]` or `[B, C, L]`), which is
-/// the last one before global pooling or flattening.
-pub fn resolve_layer(method: &str, model: &dyn Classifier, xs: &Tensor, layer: Option<&str>) -> Result<String> {
-    let net = model.network().ok_or_else(|| {
-        Error::msg(format!(
-            "{method} needs a model built from the explainable layer vocabulary (it reads a layer's maps); '{}' is not",
-            model.info().name
-        ))
-    })?;
-    if let Some(name) = layer {
-        net.node(name)?;
-        return Ok(name.to_string());
-    }
-    let one = xs.narrow(0, 0, 1)?;
-    let fwd = model.forward_with(&one, &ForwardOptions { taps: Taps::All, ..Default::default() })?;
-    net.nodes()
-        .iter()
-        .rev()
-        .find(|n| fwd.taps.get(&n.name).is_some_and(|t| t.rank() >= 3))
-        .map(|n| n.name.clone())
-        .ok_or_else(|| Error::msg(format!("{method}: model '{}' has no layer with spatial output", model.info().name)))
 }
 
 /// The `[out, inp]` matrix of 1-D linear interpolation: with half-pixel centres and
