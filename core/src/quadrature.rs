@@ -7,7 +7,33 @@
 //! Captum's `riemann_trapezoid` differs: its weights are `1/m` with halves at both
 //! ends (they sum to `(m − 1)/m`), lumen's `1/(m − 1)` with halves (they sum to 1).
 
+use crate::baseline::Baseline;
 use crate::{Choice, Error, Result};
+
+/// The parameters every straight-path method takes (Integrated Gradients, the layer
+/// and neuron path methods), declared once: flatten it into a method's config.
+#[derive(Debug, Clone, crate::Config)]
+pub struct PathConfig {
+    /// gradient evaluations along the path (conductance takes steps + 1 nodes, as Captum)
+    #[param(positive, max = 10_000)]
+    pub steps: usize,
+    /// quadrature along the path
+    pub scheme: Scheme,
+    /// comma-separated baselines, averaged: zero, constant, blur, uniform, tensor
+    #[param(name = "baseline", with = crate::baseline::param)]
+    pub baselines: Vec<Baseline>,
+    /// seed of the 'uniform' baselines
+    pub seed: u64,
+    /// path points per forward/backward pass
+    #[param(positive, max = crate::params::MAX_BATCH_SIZE)]
+    pub batch_size: usize,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        PathConfig { steps: 50, scheme: Scheme::GaussLegendre, baselines: vec![Baseline::Zero], seed: 0, batch_size: 64 }
+    }
+}
 
 /// The quadrature along the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Choice)]

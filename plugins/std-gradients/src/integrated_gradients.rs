@@ -15,7 +15,7 @@ use lumen_core::candle::{DType, Tensor};
 use lumen_core::method::{chunks, gradient, prepare};
 use lumen_core::model::ForwardOptions;
 use lumen_core::target::objective;
-use lumen_core::{Attributor, Classifier, Config, Error, Explanation, Method, MethodProps, Result, Target};
+use lumen_core::{Attributor, Classifier, Error, Explanation, Method, MethodProps, Result, Target};
 
 /// The quadrature along the path (core's, shared with the layer methods).
 pub use lumen_core::quadrature::{gauss_legendre, Scheme};
@@ -24,35 +24,9 @@ pub use lumen_core::quadrature::{gauss_legendre, Scheme};
 /// and Shapley family.
 pub use lumen_core::baseline::Baseline;
 
-/// Configuration of [`IntegratedGradients`].
-#[derive(Debug, Clone, Config)]
-pub struct IntegratedGradientsConfig {
-    /// gradient evaluations along the path
-    #[param(positive, max = 10_000)]
-    pub steps: usize,
-    /// quadrature along the path
-    pub scheme: Scheme,
-    /// comma-separated baselines, averaged: zero, constant, blur, uniform, tensor
-    #[param(name = "baseline", with = lumen_core::baseline::param)]
-    pub baselines: Vec<Baseline>,
-    /// seed of the 'uniform' baselines
-    pub seed: u64,
-    /// path points per forward/backward pass
-    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
-    pub batch_size: usize,
-}
-
-impl Default for IntegratedGradientsConfig {
-    fn default() -> Self {
-        IntegratedGradientsConfig {
-            steps: 50,
-            scheme: Scheme::GaussLegendre,
-            baselines: vec![Baseline::Zero],
-            batch_size: 64,
-            seed: 0,
-        }
-    }
-}
+/// Configuration of [`IntegratedGradients`]: core's path parameters (`steps`,
+/// `scheme`, `baseline`, `seed`, `batch_size`), shared with the layer methods.
+pub type IntegratedGradientsConfig = lumen_core::quadrature::PathConfig;
 
 pub const PROPS: MethodProps = MethodProps { multiplies_input: true, completeness: true, ..MethodProps::NONE };
 

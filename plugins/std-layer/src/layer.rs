@@ -23,7 +23,7 @@
 
 use crate::path::{activations, completeness, objective_values, per_row, points};
 use lumen_core::method::resolve_layer;
-use lumen_core::quadrature::Scheme;
+use lumen_core::quadrature::{PathConfig, Scheme};
 use lumen_core::baseline::Baseline;
 use lumen_core::candle::Tensor;
 use lumen_core::method::{chunks, layer_gradient, per_chunk, prepare};
@@ -46,37 +46,14 @@ impl Default for LayerConfig {
     }
 }
 
-/// Configuration of the path methods at a layer.
-#[derive(Debug, Clone, Config)]
+/// Configuration of the path methods at a layer: the layer and core's path
+/// parameters (`steps`, `scheme`, `baseline`, `seed`, `batch_size`).
+#[derive(Debug, Clone, Default, Config)]
 pub struct LayerPathConfig {
     /// the layer to attribute to (default: the last layer with spatial output)
     pub layer: Option<String>,
-    /// steps along the path (conductance evaluates steps + 1 nodes, as Captum)
-    #[param(positive, max = 10_000)]
-    pub steps: usize,
-    /// quadrature along the path
-    pub scheme: Scheme,
-    /// comma-separated baselines, averaged: zero, constant, blur, uniform, tensor
-    #[param(name = "baseline", with = lumen_core::baseline::param)]
-    pub baselines: Vec<Baseline>,
-    /// seed of the 'uniform' baselines
-    pub seed: u64,
-    /// path points per forward/backward pass
-    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
-    pub batch_size: usize,
-}
-
-impl Default for LayerPathConfig {
-    fn default() -> Self {
-        LayerPathConfig {
-            layer: None,
-            steps: 50,
-            scheme: Scheme::GaussLegendre,
-            baselines: vec![Baseline::Zero],
-            seed: 0,
-            batch_size: 64,
-        }
-    }
+    #[param(flatten)]
+    pub path: PathConfig,
 }
 
 /// Reads a layer's maps, so needs the layer vocabulary.
@@ -84,10 +61,10 @@ const LAYER: MethodProps = MethodProps { needs_rules: true, ..MethodProps::NONE 
 const LAYER_COMPLETE: MethodProps = MethodProps { needs_rules: true, completeness: true, ..MethodProps::NONE };
 
 fn check_path(method: &str, c: &LayerPathConfig, nodes: usize) -> Result<()> {
-    if c.baselines.is_empty() {
+    if c.path.baselines.is_empty() {
         return Err(Error::bad_param(method, "baseline", "no baseline given"));
     }
-    if c.scheme == Scheme::Trapezoid && nodes < 2 {
+    if c.path.scheme == Scheme::Trapezoid && nodes < 2 {
         return Err(Error::bad_param(method, "steps", "the trapezoid rule needs at least 2 steps"));
     }
     Ok(())
@@ -108,10 +85,10 @@ fn over_baselines(
     let mut total: Option<Tensor> = None;
     let b = inputs.dim(0)?;
     let mut f_b = vec![0f64; b];
-    for (j, base) in c.baselines.iter().enumerate() {
-        let bl = base.materialize(model, inputs, c.seed, j as u64)?.detach();
+    for (j, base) in c.path.baselines.iter().enumerate() {
+        let bl = base.materialize(model, inputs, c.path.seed, j as u64)?.detach();
         if complete {
-            for (acc, v) in f_b.iter_mut().zip(objective_values(model, &bl, target, c.batch_size)?) {
+            for (acc, v) in f_b.iter_mut().zip(objective_values(model, &bl, target, c.path.batch_size)?) {
                 *acc += v;
             }
         }
@@ -121,7 +98,7 @@ fn over_baselines(
             Some(t) => (t + attr)?,
         });
     }
-    let nb = c.baselines.len();
+    let nb = c.path.baselines.len();
     let mut attr = total.ok_or_else(|| Error::bad_param(method, "baseline", "no baseline given"))?;
     if nb > 1 {
         attr = attr.affine(1.0 / nb as f64, 0.0)?;
@@ -129,11 +106,11 @@ fn over_baselines(
     }
     let mut e = Explanation::new(method, attr.clone(), target.clone()).with_diag("layer", layer);
     if complete {
-        let f_x = objective_values(model, inputs, target, c.batch_size)?;
+        let f_x = objective_values(model, inputs, target, c.path.batch_size)?;
         e = e.with_completeness(completeness(&attr, f_x, f_b)?);
     }
-    if c.baselines.iter().any(|b| matches!(b, Baseline::Uniform)) {
-        e.seed = Some(c.seed);
+    if c.path.baselines.iter().any(|b| matches!(b, Baseline::Uniform)) {
+        e.seed = Some(c.path.seed);
     }
     Ok(e)
 }
@@ -189,7 +166,7 @@ method!(
     "layer_integrated_gradients",
     "integrated gradients in a layer's space, its output interpolated from the baseline's (Captum's LayerIntegratedGradients)",
     LAYER_COMPLETE,
-    |c: &LayerPathConfig| check_path("layer_integrated_gradients", c, c.steps)
+    |c: &LayerPathConfig| check_path("layer_integrated_gradients", c, c.path.steps)
 );
 method!(
     LayerConductance,
@@ -197,7 +174,7 @@ method!(
     "layer_conductance",
     "conductance of a layer's units: activation steps along the input path times the gradient (Captum's LayerConductance)",
     LAYER_COMPLETE,
-    |c: &LayerPathConfig| check_path("layer_conductance", c, c.steps + 1)
+    |c: &LayerPathConfig| check_path("layer_conductance", c, c.path.steps + 1)
 );
 method!(
     InternalInfluence,
@@ -205,7 +182,7 @@ method!(
     "internal_influence",
     "a layer's gradient integrated along the input path (Captum's InternalInfluence)",
     LAYER,
-    |c: &LayerPathConfig| check_path("internal_influence", c, c.steps)
+    |c: &LayerPathConfig| check_path("internal_influence", c, c.path.steps)
 );
 
 impl LayerActivation {
@@ -235,16 +212,16 @@ impl LayerIntegratedGradients {
         let c = &self.config;
         let inputs = inputs.detach();
         let layer = resolve_layer(Self::NAME, model, &inputs, c.layer.as_deref())?;
-        let (alphas, weights) = c.scheme.nodes(Self::NAME, c.steps)?;
+        let (alphas, weights) = c.path.scheme.nodes(Self::NAME, c.path.steps)?;
         let m = alphas.len();
-        let a_x = activations(model, &inputs, &layer, c.batch_size)?;
+        let a_x = activations(model, &inputs, &layer, c.path.batch_size)?;
         over_baselines(Self::NAME, c, model, &inputs, &target, &layer, true, |bl| {
-            let a_b = activations(model, bl, &layer, c.batch_size)?;
+            let a_b = activations(model, bl, &layer, c.path.batch_size)?;
             let diff = (&a_x - &a_b)?;
             // Σ_k w_k ∂F/∂A at the interpolated activations, per example; the input
             // below the layer is the example's own (its value is replaced).
             let mut acc = a_x.zeros_like()?;
-            for r in chunks(inputs.dim(0)? * m, c.batch_size) {
+            for r in chunks(inputs.dim(0)? * m, c.path.batch_size) {
                 let (ids, pts) = points(&a_b, &diff, &alphas, &r)?;
                 let x = inputs.index_select(&ids, 0)?;
                 let t = target.select_repeated(m, r.clone());
@@ -263,12 +240,12 @@ impl InternalInfluence {
         let c = &self.config;
         let inputs = inputs.detach();
         let layer = resolve_layer(Self::NAME, model, &inputs, c.layer.as_deref())?;
-        let (alphas, weights) = c.scheme.nodes(Self::NAME, c.steps)?;
+        let (alphas, weights) = c.path.scheme.nodes(Self::NAME, c.path.steps)?;
         let m = alphas.len();
         over_baselines(Self::NAME, c, model, &inputs, &target, &layer, false, |bl| {
             let diff = (&inputs - bl)?;
             let mut acc: Option<Tensor> = None;
-            for r in chunks(inputs.dim(0)? * m, c.batch_size) {
+            for r in chunks(inputs.dim(0)? * m, c.path.batch_size) {
                 let (ids, pts) = points(bl, &diff, &alphas, &r)?;
                 let t = target.select_repeated(m, r.clone());
                 let g = layer_gradient(model, &pts, &t, &layer, None, ForwardOptions::default())?.grad;
@@ -299,7 +276,7 @@ impl LayerConductance {
         let layer = resolve_layer(Self::NAME, model, &inputs, c.layer.as_deref())?;
         // Captum evaluates steps + 1 nodes and multiplies each node's gradient by the
         // activation step to the next node.
-        let (alphas, _) = c.scheme.nodes(Self::NAME, c.steps + 1)?;
+        let (alphas, _) = c.path.scheme.nodes(Self::NAME, c.path.steps + 1)?;
         let m = alphas.len();
         let b = inputs.dim(0)?;
         let dev = inputs.device().clone();
@@ -308,7 +285,7 @@ impl LayerConductance {
             let mut acc: Option<Tensor> = None;
             // The last row of the previous chunk, when its example goes on.
             let mut carry: Option<(Tensor, Tensor)> = None;
-            for r in chunks(b * m, c.batch_size) {
+            for r in chunks(b * m, c.path.batch_size) {
                 let (_, pts) = points(bl, &diff, &alphas, &r)?;
                 let t = target.select_repeated(m, r.clone());
                 let lg = layer_gradient(model, &pts, &t, &layer, None, ForwardOptions::default())?;

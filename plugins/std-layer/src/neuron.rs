@@ -16,7 +16,7 @@
 //! NeuronGuidedBackprop `guided_backprop`, NeuronDeepLift `deeplift`.
 
 use crate::path::{activations, per_row, points};
-use lumen_core::quadrature::Scheme;
+use lumen_core::quadrature::{PathConfig, Scheme};
 use lumen_core::baseline::Baseline;
 use lumen_core::candle::Tensor;
 use lumen_core::method::{chunks, gradient, layer_gradient, prepare};
@@ -83,37 +83,14 @@ impl Neuron {
     }
 }
 
-/// Configuration of [`NeuronConductance`].
-#[derive(Debug, Clone, Config)]
+/// Configuration of [`NeuronConductance`]: the unit and core's path parameters
+/// (`steps`, `scheme`, `baseline`, `seed`, `batch_size`).
+#[derive(Debug, Clone, Default, Config)]
 pub struct NeuronConductanceConfig {
     /// the hidden unit, LAYER:CHANNEL or LAYER:CHANNEL:Y,X (required)
     pub neuron: String,
-    /// gradient evaluations along the path
-    #[param(positive, max = 10_000)]
-    pub steps: usize,
-    /// quadrature along the path
-    pub scheme: Scheme,
-    /// comma-separated baselines, averaged: zero, constant, blur, uniform, tensor
-    #[param(name = "baseline", with = lumen_core::baseline::param)]
-    pub baselines: Vec<Baseline>,
-    /// seed of the 'uniform' baselines
-    pub seed: u64,
-    /// path points per forward/backward pass
-    #[param(positive, max = lumen_core::params::MAX_BATCH_SIZE)]
-    pub batch_size: usize,
-}
-
-impl Default for NeuronConductanceConfig {
-    fn default() -> Self {
-        NeuronConductanceConfig {
-            neuron: String::new(),
-            steps: 50,
-            scheme: Scheme::GaussLegendre,
-            baselines: vec![Baseline::Zero],
-            seed: 0,
-            batch_size: 64,
-        }
-    }
+    #[param(flatten)]
+    pub path: PathConfig,
 }
 
 /// Neuron conductance: the target class through one hidden unit, on the input.
@@ -133,10 +110,10 @@ impl Method for NeuronConductance {
         if config.neuron.trim().is_empty() {
             return Err(Error::bad_param(Self::NAME, "neuron", "is required: the hidden unit, LAYER:CHANNEL or LAYER:CHANNEL:Y,X"));
         }
-        if config.baselines.is_empty() {
+        if config.path.baselines.is_empty() {
             return Err(Error::bad_param(Self::NAME, "baseline", "no baseline given"));
         }
-        if config.scheme == Scheme::Trapezoid && config.steps < 2 {
+        if config.path.scheme == Scheme::Trapezoid && config.path.steps < 2 {
             return Err(Error::bad_param(Self::NAME, "steps", "the trapezoid rule needs at least 2 steps"));
         }
         let neuron = Neuron::parse(Self::NAME, &config.neuron)?;
@@ -162,15 +139,15 @@ impl Method for NeuronConductance {
         let dims = activations(model, &inputs.narrow(0, 0, 1)?, &n.layer, 1)?.dims().to_vec();
         n.check(Self::NAME, &dims)?;
         let unit = n.target();
-        let (alphas, weights) = c.scheme.nodes(Self::NAME, c.steps)?;
+        let (alphas, weights) = c.path.scheme.nodes(Self::NAME, c.path.steps)?;
         let m = alphas.len();
         let b = inputs.dim(0)?;
         let mut total: Option<Tensor> = None;
-        for (j, base) in c.baselines.iter().enumerate() {
-            let bl = base.materialize(model, &inputs, c.seed, j as u64)?.detach();
+        for (j, base) in c.path.baselines.iter().enumerate() {
+            let bl = base.materialize(model, &inputs, c.path.seed, j as u64)?.detach();
             let diff = (&inputs - &bl)?;
             let mut acc = inputs.zeros_like()?;
-            for r in chunks(b * m, c.batch_size) {
+            for r in chunks(b * m, c.path.batch_size) {
                 let (ids, pts) = points(&bl, &diff, &alphas, &r)?;
                 let t = target.select_repeated(m, r.clone());
                 // ∂F/∂n from the layer's gradient, ∂n/∂x from the unit's input gradient.
@@ -186,7 +163,7 @@ impl Method for NeuronConductance {
                 Some(t) => (t + attr)?,
             });
         }
-        let nb = c.baselines.len();
+        let nb = c.path.baselines.len();
         let mut attr = total.ok_or_else(|| Error::bad_param(Self::NAME, "baseline", "no baseline given"))?;
         if nb > 1 {
             attr = attr.affine(1.0 / nb as f64, 0.0)?;
@@ -195,8 +172,8 @@ impl Method for NeuronConductance {
             .with_params(self.params())
             .with_diag("layer", n.layer.as_str())
             .with_diag("neuron", c.neuron.trim());
-        if c.baselines.iter().any(|b| matches!(b, Baseline::Uniform)) {
-            e.seed = Some(c.seed);
+        if c.path.baselines.iter().any(|b| matches!(b, Baseline::Uniform)) {
+            e.seed = Some(c.path.seed);
         }
         Ok(e)
     }

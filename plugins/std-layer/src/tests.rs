@@ -6,7 +6,7 @@
 //! at α = 0.05, unit 1 on at α = 0.2. Targets: class 0 for example 0 (W2 row
 //! (2, −1)), class 1 for example 1 (row (0.5, 3)).
 
-use lumen_core::quadrature::Scheme;
+use lumen_core::quadrature::{PathConfig, Scheme};
 use crate::*;
 use lumen_core::candle::{DType, Device, Tensor};
 use lumen_core::candle_nn::VarBuilder;
@@ -57,7 +57,7 @@ fn run<M: Method>(config: M::Config) -> lumen_core::Explanation {
 }
 
 fn path(layer: &str, steps: usize, scheme: Scheme, batch_size: usize) -> layer::LayerPathConfig {
-    layer::LayerPathConfig { layer: Some(layer.into()), steps, scheme, batch_size, ..Default::default() }
+    layer::LayerPathConfig { layer: Some(layer.into()), path: PathConfig { steps, scheme, batch_size, ..Default::default() } }
 }
 
 #[test]
@@ -128,10 +128,7 @@ fn internal_influence_by_hand() {
 fn neuron_conductance_by_hand() {
     let nc = |neuron: &str, scheme, steps| NeuronConductanceConfig {
         neuron: neuron.into(),
-        scheme,
-        steps,
-        batch_size: 3,
-        ..Default::default()
+        path: PathConfig { scheme, steps, batch_size: 3, ..Default::default() },
     };
     let e = run::<NeuronConductance>(nc("relu:0", Scheme::GaussLegendre, 8));
     let v = e.attribution().to_vec2::<f64>().unwrap();
