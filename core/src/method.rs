@@ -322,6 +322,17 @@ impl Composite for ProbeComposite<'_> {
     }
 }
 
+/// The target's objective per example, without gradients, in chunks.
+pub fn objective_values(model: &dyn Classifier, xs: &Tensor, target: &Target, batch_size: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(xs.dim(0)?);
+    for r in chunks(xs.dim(0)?, batch_size) {
+        let x = xs.narrow(0, r.start, r.len())?.detach();
+        let (obj, _) = objective(model, &x, &target.select(r), ForwardOptions::default())?;
+        out.extend(obj.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+    }
+    Ok(out)
+}
+
 /// The config of a method that takes examples `batch_size` at a time (saliency,
 /// input × gradient, the modified gradients, LRP): the one `batch_size` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, crate::config::Config)]

@@ -11,10 +11,9 @@
 //! points are evaluated in chunks of `batch_size`.
 
 use crate::util::{completeness, example_ids, per_row, progress};
-use lumen_core::candle::{DType, Tensor};
+use lumen_core::candle::Tensor;
 use lumen_core::method::{chunks, gradient, prepare};
 use lumen_core::model::ForwardOptions;
-use lumen_core::target::objective;
 use lumen_core::{Attributor, Classifier, Error, Explanation, Method, MethodProps, Result, Target};
 
 /// The quadrature along the path (core's, shared with the layer methods).
@@ -46,16 +45,8 @@ impl IntegratedGradients {
     }
 }
 
-/// The target's objective per example, without gradients, in chunks.
-pub fn objective_values(model: &dyn Classifier, xs: &Tensor, target: &Target, batch_size: usize) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(xs.dim(0)?);
-    for r in chunks(xs.dim(0)?, batch_size) {
-        let x = xs.narrow(0, r.start, r.len())?.detach();
-        let (obj, _) = objective(model, &x, &target.select(r), ForwardOptions::default())?;
-        out.extend(obj.to_dtype(DType::F64)?.to_vec1::<f64>()?);
-    }
-    Ok(out)
-}
+/// The target's objective per example, without gradients (core's).
+pub use lumen_core::method::objective_values;
 
 /// The blur baseline is core's shared Gaussian blur (DeepLIFT's blur reference too).
 pub use lumen_core::method::gaussian_blur;

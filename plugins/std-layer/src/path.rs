@@ -7,10 +7,9 @@
 
 use lumen_core::candle::{DType, Device, Tensor};
 use lumen_core::explanation::Completeness;
-use lumen_core::method::{chunks, per_chunk};
+use lumen_core::method::per_chunk;
 use lumen_core::model::{ForwardOptions, Taps};
-use lumen_core::target::objective;
-use lumen_core::{Classifier, Result, Target};
+use lumen_core::{Classifier, Result};
 use std::ops::Range;
 
 /// The output of `layer` for `xs` `[B, ...]`, without gradients, `batch_size`
@@ -22,16 +21,7 @@ pub fn activations(model: &dyn Classifier, xs: &Tensor, layer: &str, batch_size:
     })
 }
 
-/// The target's objective per example, without gradients.
-pub fn objective_values(model: &dyn Classifier, xs: &Tensor, target: &Target, batch_size: usize) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(xs.dim(0)?);
-    for r in chunks(xs.dim(0)?, batch_size) {
-        let x = xs.narrow(0, r.start, r.len())?.detach();
-        let (obj, _) = objective(model, &x, &target.select(r), ForwardOptions::default())?;
-        out.extend(obj.to_dtype(DType::F64)?.to_vec1::<f64>()?);
-    }
-    Ok(out)
-}
+pub use lumen_core::method::objective_values;
 
 /// The examples of rows `r` of a grid with `m` rows per example, as u32 indices.
 pub fn example_ids(r: &Range<usize>, m: usize, device: &Device) -> Result<Tensor> {
